@@ -1,0 +1,174 @@
+"""The audit log: append-only events in a SHA-256 hash chain.
+
+Each event's hash covers the previous event's hash and the event's canonical JSON (seq, time,
+actor, kind, subject, data), so altering any row breaks its own hash and deleting one breaks the
+chain at the next row. Appends are serialised (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on
+SQLite) so concurrent writers cannot fork the chain. Nothing here updates or deletes a row.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import enum
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from dhr_workflow.models import AuditEvent
+
+GENESIS = "0" * 64
+# Any constant works; it only has to be the same for every writer of this database.
+_AUDIT_LOCK_KEY = 0x6448525F41554454  # "dHR_AUDT"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dates as ISO strings, enums as their values, containers recursively."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _event_hash(
+    prev_hash: str, seq: int, at: dt.datetime, actor: str, kind: str, subject: str, data: str
+) -> str:
+    body = canonical_json(
+        {
+            "seq": seq,
+            "at": at.astimezone(dt.UTC).isoformat(),
+            "actor": actor,
+            "kind": kind,
+            "subject": subject,
+            "data": data,
+        }
+    )
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+def record(
+    session: Session,
+    *,
+    now: dt.datetime,
+    actor: str,
+    kind: str,
+    subject: str,
+    data: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the chain, in the caller's transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK_KEY})
+    head = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
+    at = now.astimezone(dt.UTC)
+    payload = canonical_json(data or {})
+    event = AuditEvent(
+        seq=seq,
+        at=at,
+        actor=actor,
+        kind=kind,
+        subject=subject,
+        data=payload,
+        prev_hash=prev,
+        hash=_event_hash(prev, seq, at, actor, kind, subject, payload),
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    count: int
+    head: str
+    problem: str | None = None
+
+
+def verify(session: Session) -> Verification:
+    """Walk the chain in order; report the first event that is altered or follows a gap."""
+    prev, expected_seq, count = GENESIS, 1, 0
+    for ev in _in_order(session):
+        where = f"event #{ev.seq} (id {ev.id}, {ev.kind} {ev.subject})"
+        if ev.seq != expected_seq or ev.prev_hash != prev:
+            missing = f"#{expected_seq}" if ev.seq != expected_seq else "an earlier event"
+            return Verification(
+                False, count, prev, f"chain broken before {where}: {missing} was deleted or altered"
+            )
+        if _event_hash(prev, ev.seq, ev.at, ev.actor, ev.kind, ev.subject, ev.data) != ev.hash:
+            return Verification(
+                False, count, prev, f"{where} was altered: its contents no longer match its hash"
+            )
+        prev, expected_seq, count = ev.hash, ev.seq + 1, count + 1
+    return Verification(True, count, prev)
+
+
+def _in_order(session: Session) -> Iterator[AuditEvent]:
+    yield from session.scalars(
+        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=1000)
+    )
+
+
+def events(session: Session, since: dt.datetime | None = None) -> list[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.seq)
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    return list(session.scalars(query))
+
+
+def event_dict(ev: AuditEvent) -> dict[str, Any]:
+    return {
+        "seq": ev.seq,
+        "at": ev.at.isoformat(),
+        "actor": ev.actor,
+        "kind": ev.kind,
+        "subject": ev.subject,
+        "data": json.loads(ev.data),
+        "prev_hash": ev.prev_hash,
+        "hash": ev.hash,
+    }
+
+
+EXPORT_COLUMNS = ["seq", "at", "actor", "kind", "subject", "data", "prev_hash", "hash"]
+
+
+def export_csv(session: Session, path: Path) -> int:
+    """Write every event to ``path`` (atomically: a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    count = 0
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(EXPORT_COLUMNS)
+        for ev in _in_order(session):
+            writer.writerow(
+                [
+                    ev.seq,
+                    ev.at.isoformat(),
+                    ev.actor,
+                    ev.kind,
+                    ev.subject,
+                    ev.data,
+                    ev.prev_hash,
+                    ev.hash,
+                ]
+            )
+            count += 1
+    tmp.replace(path)
+    return count

@@ -1,0 +1,415 @@
+"""The `dhr-workflow` command line: thin over the services, one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import OperationalError
+
+from dhr_workflow import __version__, actions, agencies, audit, contacts, db, reviews
+from dhr_workflow.config import Settings, load_settings
+from dhr_workflow.errors import UserError
+from dhr_workflow.models import ActionStatus, ReviewStatus
+
+
+class App:
+    """What one invocation needs: settings, the store, the clock and who is acting."""
+
+    def __init__(self, config: Path | None, actor: str | None) -> None:
+        self._config = config
+        self._settings: Settings | None = None
+        self._store: db.Store | None = None
+        self.actor = actor or f"cli:{_login()}"
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self._config)
+        return self._settings
+
+    def store(self, *, check_schema: bool = True) -> db.Store:
+        if self._store is None:
+            self._store = db.Store(self.settings.database_url)
+            if check_schema:
+                db.check_schema(self._store.engine)
+        return self._store
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    def today(self) -> dt.date:
+        return self.now().astimezone(self.settings.tz).date()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.dispose()
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except OSError:  # no user name in a bare container
+        return "unknown"
+
+
+class _Failure(click.ClickException):
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class _Group(click.Group):
+    """Turns user errors anywhere below into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            raise _Failure(str(exc)) from None
+        except OperationalError as exc:
+            app = ctx.find_object(App)
+            url = app.settings.database_url_for_display if app else "?"
+            raise _Failure(str(db.describe_connection_error(exc, url))) from None
+
+
+class DateParam(click.ParamType):  # type: ignore[type-arg]  # generic only in click >= 8.5
+    name = "DATE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dt.date):
+            return value
+        for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
+            try:
+                return dt.datetime.strptime(value.strip(), fmt).date()
+            except ValueError:
+                continue
+        self.fail(f"{value!r} is not a date (use YYYY-MM-DD, e.g. 2024-03-31)", param, ctx)
+
+
+DATE = DateParam()
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML settings file (default: $DHR_CONFIG).",
+)
+@click.option("--actor", help="Name recorded in the audit log (default: cli:<login>).")
+@click.version_option(__version__, prog_name="dhr-workflow")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, actor: str | None) -> None:
+    """Deadlines, reminders and escalation for Domestic Homicide Review action plans."""
+    app = App(config, actor)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+@main.command()
+@pass_app
+def init(app: App) -> None:
+    """Create the database schema, or upgrade it to this version."""
+    store = app.store(check_schema=False)
+    before, after = db.upgrade(store.engine)
+    where = app.settings.database_url_for_display
+    if before == after:
+        click.echo(f"schema already up to date ({after}) in {where}")
+    else:
+        click.echo(
+            f"schema {'upgraded' if before else 'created'} ({before or '-'} -> {after}) in {where}"
+        )
+
+
+# --- reviews ---------------------------------------------------------------------------------
+
+
+@main.group("reviews")
+def reviews_group() -> None:
+    """Reviews (one per DHR) and their anchor dates."""
+
+
+def _anchor_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for name, help_ in reversed(
+        [
+            ("--partnership", "Community Safety Partnership."),
+            ("--plan-agreed", "Date the action plan was agreed."),
+            ("--report-accepted", "Date the Home Office accepted the report."),
+            ("--published", "Date the report was published."),
+            ("--completed", "Date the review was completed."),
+        ]
+    ):
+        f = click.option(name, type=None if name == "--partnership" else DATE, help=help_)(f)
+    return f
+
+
+@reviews_group.command("add")
+@click.argument("ref")
+@click.option("--title", required=True, help="Title, e.g. 'Domestic Homicide Review Case A'.")
+@_anchor_options
+@pass_app
+def reviews_add(app: App, /, ref: str, title: str, **dates: Any) -> None:
+    """Add a review with reference REF."""
+    with app.store().transaction() as s:
+        review = reviews.add(s, ref, title, now=app.now(), actor=app.actor, **_review_fields(dates))
+        click.echo(f"added review {review.ref}")
+
+
+@reviews_group.command("set")
+@click.argument("ref")
+@click.option("--title")
+@click.option("--status", type=click.Choice([s.value for s in ReviewStatus]))
+@_anchor_options
+@pass_app
+def reviews_set(app: App, /, ref: str, **fields: Any) -> None:
+    """Change a review's title, status or anchor dates."""
+    values = _review_fields(fields)
+    if all(v is None for v in values.values()):
+        raise UserError("nothing to change: give at least one option (see --help)")
+    with app.store().transaction() as s:
+        reviews.update(s, ref, now=app.now(), actor=app.actor, **values)
+        click.echo(f"updated review {ref}")
+
+
+def _review_fields(opts: dict[str, Any]) -> dict[str, Any]:
+    names = {
+        "plan_agreed": "plan_agreed_on",
+        "report_accepted": "report_accepted_on",
+        "published": "published_on",
+        "completed": "completed_on",
+    }
+    return {names.get(k, k): v for k, v in opts.items()}
+
+
+@reviews_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def reviews_list(app: App, as_json: bool) -> None:
+    """List reviews with their action counts."""
+    with app.store().transaction() as s:
+        rows = reviews.list_with_counts(s)
+    if as_json:
+        _print_json([{**reviews.snapshot(r), "actions": n, "open_actions": o} for r, n, o in rows])
+        return
+    _table(
+        ["ref", "title", "status", "published", "actions", "open"],
+        [[r.ref, r.title, r.status, _d(r.published_on), str(n), str(o)] for r, n, o in rows],
+    )
+
+
+# --- agencies and contacts -------------------------------------------------------------------
+
+
+@main.group("agencies")
+def agencies_group() -> None:
+    """Agencies named in plans and contacts."""
+
+
+@agencies_group.command("list")
+@pass_app
+def agencies_list(app: App) -> None:
+    """List agencies."""
+    with app.store().transaction() as s:
+        rows = [[str(a.id), a.name] for a in agencies.list_all(s)]
+    _table(["id", "name"], rows)
+
+
+@main.group("contacts")
+def contacts_group() -> None:
+    """Who receives reminders and escalations."""
+
+
+@contacts_group.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@pass_app
+def contacts_import(app: App, file: Path) -> None:
+    """Import contacts from a CSV with columns agency, role, name, email[, review]."""
+    rows = contacts.read_csv(file)
+    with app.store().transaction() as s:
+        result = contacts.import_rows(s, rows, now=app.now(), actor=app.actor, source=file.name)
+    click.echo(f"{file}: {result.created} contact(s) added, {result.unchanged} already present")
+
+
+@contacts_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def contacts_list(app: App, as_json: bool) -> None:
+    """List contacts."""
+    with app.store().transaction() as s:
+        rows = [contacts.describe(c) for c in contacts.list_all(s)]
+    if as_json:
+        _print_json(rows)
+        return
+    cols = ["role", "name", "email", "agency", "review"]
+    _table(cols, [[r[c] or "" for c in cols] for r in rows])
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+STATUS = click.Choice([s.value for s in ActionStatus])
+
+
+@main.group("actions")
+def actions_group() -> None:
+    """Actions from the plans: list and update."""
+
+
+@actions_group.command("list")
+@click.option("--review", help="Only this review (ref).")
+@click.option("--status", type=STATUS)
+@click.option("--agency", help="Only actions led by this agency.")
+@click.option("--due-before", type=DATE, help="Only actions due before this date.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def actions_list(
+    app: App,
+    review: str | None,
+    status: str | None,
+    agency: str | None,
+    due_before: dt.date | None,
+    as_json: bool,
+) -> None:
+    """List actions."""
+    flt = actions.ActionFilter(review, ActionStatus(status) if status else None, agency, due_before)
+    with app.store().transaction() as s:
+        rows = [actions.to_dict(a) for a in actions.list_actions(s, flt)]
+    if as_json:
+        _print_json(rows)
+        return
+    _table(
+        ["id", "review", "rec", "lead agency", "due", "status", "text"],
+        [
+            [
+                str(r["id"]),
+                r["review"],
+                r["recommendation"] or "",
+                r["lead_agency"] or "",
+                r["due_date"] or ("review!" if r["needs_review"] else "-"),
+                r["status"],
+                _short(r["text"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@actions_group.command("update")
+@click.argument("action_id", metavar="ID", type=int)
+@click.option("--status", type=STATUS)
+@click.option("--due", type=DATE, help="New due date (needs --reason).")
+@click.option("--reason", help="Why the due date changed (kept in the audit log).")
+@click.option("--outcome", help="Outcome or progress text.")
+@click.option("--completed-on", type=DATE, help="Completion date (with --status completed).")
+@pass_app
+def actions_update(
+    app: App,
+    action_id: int,
+    status: str | None,
+    due: dt.date | None,
+    reason: str | None,
+    outcome: str | None,
+    completed_on: dt.date | None,
+) -> None:
+    """Change an action's status, due date or outcome."""
+    change = actions.ActionChange(
+        ActionStatus(status) if status else None, due, reason, outcome, completed_on
+    )
+    if change == actions.ActionChange():
+        raise UserError("nothing to change: give at least one option (see --help)")
+    with app.store().transaction() as s:
+        action = actions.update(
+            s, action_id, change, today=app.today(), now=app.now(), actor=app.actor
+        )
+        click.echo(f"action {action.id}: {action.status}, due {_d(action.due_date) or 'none'}")
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit_group.command("list")
+@click.option("--since", type=DATE, help="Only events on or after this date.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def audit_list(app: App, since: dt.date | None, as_json: bool) -> None:
+    """List audit events."""
+    start = dt.datetime.combine(since, dt.time(), app.settings.tz) if since else None
+    with app.store().transaction() as s:
+        rows = [audit.event_dict(e) for e in audit.events(s, start)]
+    if as_json:
+        _print_json(rows)
+        return
+    _table(
+        ["seq", "at", "actor", "kind", "subject"],
+        [[str(r["seq"]), r["at"][:19], r["actor"], r["kind"], r["subject"]] for r in rows],
+    )
+
+
+@audit_group.command("verify")
+@pass_app
+def audit_verify(app: App) -> None:
+    """Check the hash chain; exit 1 at the first altered or missing event."""
+    with app.store().transaction() as s:
+        result = audit.verify(s)
+    if not result.ok:
+        click.echo(
+            f"audit log BROKEN: {result.problem} ({result.count} events verified before it)",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"audit log intact: {result.count} events, head {result.head}")
+
+
+@audit_group.command("export")
+@click.option(
+    "--csv",
+    "csv_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File to write.",
+)
+@pass_app
+def audit_export(app: App, csv_path: Path) -> None:
+    """Export the audit log as CSV."""
+    if not csv_path.parent.is_dir():
+        raise UserError(f"{csv_path}: directory {csv_path.parent} does not exist")
+    with app.store().transaction() as s:
+        count = audit.export_csv(s, csv_path)
+    click.echo(f"wrote {count} events to {csv_path}")
+
+
+# --- output helpers --------------------------------------------------------------------------
+
+
+def _print_json(rows: Any) -> None:
+    click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=audit.to_jsonable))
+
+
+def _table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    table = Table(*columns, show_lines=False)
+    for row in rows:
+        table.add_row(*row)
+    Console(soft_wrap=False).print(table)
+
+
+def _d(value: dt.date | None) -> str:
+    return value.isoformat() if value else ""
+
+
+def _short(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -1,0 +1,153 @@
+"""Settings: the one place that reads configuration.
+
+Precedence: explicit overrides > ``DHR_*`` environment variables > the TOML file named by
+``--config`` or ``DHR_CONFIG`` > defaults. Everything else in the package receives a
+:class:`Settings` object and never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from dhr_workflow.errors import ConfigError
+
+ENV_PREFIX = "DHR_"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _default_dir(name: str) -> Path:
+    """The shipped defaults: inside the wheel after `pip install .`, at the repo top otherwise."""
+    installed = _PACKAGE_DIR / "_defaults" / name
+    return installed if installed.is_dir() else _PACKAGE_DIR.parent / name
+
+
+class Settings(BaseSettings):
+    """Every setting of the product; environment names are ``DHR_`` + the field name."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    database_url: str = "sqlite:///dhr-workflow.db"
+    timezone: str = "Europe/London"
+    rules_dir: Path = Field(default_factory=lambda: _default_dir("rules"))
+    templates_dir: Path = Field(default_factory=lambda: _default_dir("templates") / "email")
+
+    mail_transport: Literal["file", "smtp"] = "file"
+    mail_dir: Path = Path("mail")
+    mail_from: str = "dhr-workflow@localhost"
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(default=30.0, gt=0)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    base_url: str | None = None
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known time zone (e.g. Europe/London)") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("is not a database URL (e.g. sqlite:///dhr.db)") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("only sqlite:// and postgresql:// databases are supported")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _looks_like_address(cls, value: str) -> str:
+        if "@" not in value or any(c in value for c in "\r\n<> "):
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def public_base_url(self) -> str:
+        return (self.base_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @property
+    def database_url_for_display(self) -> str:
+        """The database URL with any password hidden, safe for logs and messages."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings, turning any problem into a one-line :class:`ConfigError`."""
+    env_path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    path = config_file or (Path(env_path) if env_path else None)
+    if path is not None:
+        _check_toml(path)
+
+    class _Configured(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    try:
+        return _Configured(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _check_toml(path: Path) -> None:
+    try:
+        with path.open("rb") as fh:
+            tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist (check --config / DHR_CONFIG)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else "?"
+    where = f" in {path}" if path else ""
+    if err["type"] == "extra_forbidden":
+        return f"unknown setting {field!r}{where}; see .env.example for the list of settings"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"setting {field} ({ENV_PREFIX}{field.upper()}){where}: {message}"

@@ -1,0 +1,298 @@
+"""The store's tables (SQLAlchemy 2.x declarative models).
+
+The schema itself is owned by the Alembic migrations in ``dhr_workflow/migrations``; these models
+must match them (a test compares the two).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware datetimes stored as UTC: SQLite drops offsets, so normalise on the way in and out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; pass an aware datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class ActionStatus(enum.StrEnum):
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    BLOCKED = "blocked"
+    WITHDRAWN = "withdrawn"
+
+
+# Actions in these states are finished: no reminders, not counted as open.
+CLOSED_STATUSES = (ActionStatus.COMPLETED, ActionStatus.WITHDRAWN)
+
+
+class DueBasis(enum.StrEnum):
+    FIXED = "fixed"
+    MONTH_END = "month_end"
+    SEASON = "season"
+    RELATIVE = "relative"
+    RECURRING = "recurring"
+    NONE = "none"
+
+
+class ReviewStatus(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class ContactRole(enum.StrEnum):
+    LEAD = "lead"
+    MANAGER = "manager"
+    COORDINATOR = "coordinator"
+    CHAIR = "chair"
+    FAMILY_LIAISON = "family_liaison"
+
+
+# Stable constraint names so Alembic migrations can refer to them on both backends.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now_column() -> Mapped[dt.datetime]:
+    return mapped_column(UTCDateTime(), nullable=False)
+
+
+class Review(Base):
+    __tablename__ = "review"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    title: Mapped[str] = mapped_column(Text, nullable=False)
+    partnership: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20), nullable=False, default="dhr")
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default=ReviewStatus.OPEN)
+    plan_agreed_on: Mapped[dt.date | None] = mapped_column(Date)
+    report_accepted_on: Mapped[dt.date | None] = mapped_column(Date)
+    published_on: Mapped[dt.date | None] = mapped_column(Date)
+    completed_on: Mapped[dt.date | None] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = _now_column()
+    updated_at: Mapped[dt.datetime] = _now_column()
+
+    recommendations: Mapped[list[Recommendation]] = relationship(back_populates="review")
+    actions: Mapped[list[Action]] = relationship(back_populates="review")
+
+
+class Agency(Base):
+    __tablename__ = "agency"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), unique=True, nullable=False)
+    created_at: Mapped[dt.datetime] = _now_column()
+
+    aliases: Mapped[list[AgencyAlias]] = relationship(back_populates="agency")
+
+
+class AgencyAlias(Base):
+    """A normalised spelling of an agency's name (see :func:`agencies.alias_key`)."""
+
+    __tablename__ = "agency_alias"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agency.id"), nullable=False, index=True)
+    alias_key: Mapped[str] = mapped_column(String(300), unique=True, nullable=False)
+
+    agency: Mapped[Agency] = relationship(back_populates="aliases")
+
+
+class Contact(Base):
+    __tablename__ = "contact"
+    __table_args__ = (
+        Index("ix_contact_role_agency", "role", "agency_id"),
+        Index("ix_contact_review_role", "review_id", "role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    role: Mapped[str] = mapped_column(String(30), nullable=False)
+    agency_id: Mapped[int | None] = mapped_column(ForeignKey("agency.id"))
+    review_id: Mapped[int | None] = mapped_column(ForeignKey("review.id"))
+    created_at: Mapped[dt.datetime] = _now_column()
+
+    agency: Mapped[Agency | None] = relationship()
+    review: Mapped[Review | None] = relationship()
+
+
+class Recommendation(Base):
+    __tablename__ = "recommendation"
+    __table_args__ = (
+        UniqueConstraint("review_id", "section", "ref", name="uq_recommendation_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("review.id"), nullable=False, index=True)
+    ref: Mapped[str] = mapped_column(String(50), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    scope: Mapped[str | None] = mapped_column(String(50))
+    # Where it came from: "overview", or the agency section heading it sat under.
+    section: Mapped[str] = mapped_column(String(300), nullable=False, default="overview")
+    created_at: Mapped[dt.datetime] = _now_column()
+
+    review: Mapped[Review] = relationship(back_populates="recommendations")
+    actions: Mapped[list[Action]] = relationship(back_populates="recommendation")
+
+
+class Action(Base):
+    __tablename__ = "action"
+    __table_args__ = (Index("ix_action_status_due", "status", "due_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("review.id"), nullable=False, index=True)
+    recommendation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recommendation.id"), index=True
+    )
+    ref: Mapped[str] = mapped_column(String(50), nullable=False, default="")
+    text: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    lead_agency_id: Mapped[int | None] = mapped_column(ForeignKey("agency.id"), index=True)
+    owner_text: Mapped[str | None] = mapped_column(Text)
+    owner_contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
+    milestones: Mapped[str | None] = mapped_column(Text)
+    target_text: Mapped[str | None] = mapped_column(Text)
+    due_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
+    due_basis: Mapped[str] = mapped_column(String(20), nullable=False, default=DueBasis.NONE)
+    # For relative and recurring targets: which review anchor and what offset/interval, e.g.
+    # {"anchor": "published_on", "months": 3} or {"every_months": 6}.
+    due_rule: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(
+        String(20), nullable=False, default=ActionStatus.OPEN, index=True
+    )
+    completed_on: Mapped[dt.date | None] = mapped_column(Date)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    needs_review: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    review_reasons: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    # Bumped on every change a calendar must see (date, status), for iCal SEQUENCE.
+    sequence: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    source_file: Mapped[str | None] = mapped_column(Text)
+    source_row: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = _now_column()
+    updated_at: Mapped[dt.datetime] = _now_column()
+
+    review: Mapped[Review] = relationship(back_populates="actions")
+    recommendation: Mapped[Recommendation | None] = relationship(back_populates="actions")
+    lead_agency: Mapped[Agency | None] = relationship()
+    owner_contact: Mapped[Contact | None] = relationship()
+
+
+class Firing(Base):
+    """The ledger: a rule fired for a subject in a period. Uniqueness makes ticks idempotent."""
+
+    __tablename__ = "firing"
+    __table_args__ = (
+        UniqueConstraint(
+            "rule_id", "subject_type", "subject_id", "period_key", name="uq_firing_key"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Key columns are NOT NULL: NULLs are distinct in unique constraints.
+    rule_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    subject_type: Mapped[str] = mapped_column(String(20), nullable=False)
+    subject_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    period_key: Mapped[str] = mapped_column(String(100), nullable=False)
+    step: Mapped[str | None] = mapped_column(String(50))
+    outcome: Mapped[str] = mapped_column(String(20), nullable=False)  # fired | superseded | gap
+    fired_at: Mapped[dt.datetime] = _now_column()
+    notification_id: Mapped[int | None] = mapped_column(ForeignKey("notification.id"), index=True)
+
+
+class Notification(Base):
+    """The outbox: a finished message and its delivery state."""
+
+    __tablename__ = "notification"
+    __table_args__ = (Index("ix_notification_state_next", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[str | None] = mapped_column(String(100))
+    template: Mapped[str] = mapped_column(String(100), nullable=False)
+    to_addrs: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    cc_addrs: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    subject: Mapped[str] = mapped_column(Text, nullable=False)
+    text_body: Mapped[str] = mapped_column(Text, nullable=False)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    calendar: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(300), unique=True, nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[dt.datetime] = _now_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = _now_column()
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEvent(Base):
+    """Append-only, hash-chained. ``data`` is stored as the exact canonical JSON that was hashed."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True, nullable=False)
+    at: Mapped[dt.datetime] = _now_column()
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    subject: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
+    data: Mapped[str] = mapped_column(Text, nullable=False)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class FeedToken(Base):
+    __tablename__ = "feed_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    scope_kind: Mapped[str] = mapped_column(String(20), nullable=False)  # all|review|agency|owner
+    scope_value: Mapped[str | None] = mapped_column(String(320))
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = _now_column()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
