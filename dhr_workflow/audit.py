@@ -14,11 +14,12 @@ import enum
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import ScalarResult, select, text
 from sqlalchemy.orm import Session
 
 from dhr_workflow.models import AuditEvent
@@ -104,8 +105,13 @@ class Verification:
 
 def verify(session: Session) -> Verification:
     """Walk the chain in order; report the first event that is altered or follows a gap."""
+    with closing(_in_order(session)) as rows:
+        return _walk(rows)
+
+
+def _walk(rows: Iterator[AuditEvent]) -> Verification:
     prev, expected_seq, count = GENESIS, 1, 0
-    for ev in _in_order(session):
+    for ev in rows:
         where = f"event #{ev.seq} (id {ev.id}, {ev.kind} {ev.subject})"
         if ev.seq != expected_seq or ev.prev_hash != prev:
             missing = f"#{expected_seq}" if ev.seq != expected_seq else "an earlier event"
@@ -120,8 +126,9 @@ def verify(session: Session) -> Verification:
     return Verification(True, count, prev)
 
 
-def _in_order(session: Session) -> Iterator[AuditEvent]:
-    yield from session.scalars(
+def _in_order(session: Session) -> ScalarResult[AuditEvent]:
+    # Streamed in batches: a long-lived partnership's log can be large.
+    return session.scalars(
         select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=1000)
     )
 
@@ -156,7 +163,7 @@ def export_csv(session: Session, path: Path) -> int:
     with tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(EXPORT_COLUMNS)
-        for ev in _in_order(session):
+        for ev in _in_order(session):  # runs to the end, which closes the cursor
             writer.writerow(
                 [
                     ev.seq,

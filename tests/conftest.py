@@ -1,0 +1,144 @@
+"""Shared fixtures: every store test runs on SQLite and on a real PostgreSQL.
+
+PostgreSQL comes from ``DHR_TEST_POSTGRES_URL`` (default: the loopback server with trust auth).
+Where none is reachable the PostgreSQL cases skip with the reason, except under ``CI=true``,
+where they fail: CI must prove both backends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from dhr_workflow import actions, db, reviews
+from dhr_workflow.cli import main
+from dhr_workflow.models import Base
+
+PG_URL = os.environ.get(
+    "DHR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+NOW = dt.datetime(2024, 1, 15, 9, 30, tzinfo=dt.UTC)
+ACTOR = "test"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DHR_* variable from the developer's shell may leak into a test."""
+    for name in list(os.environ):
+        if name.startswith("DHR_") and name != "DHR_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        admin.dispose()
+        reason = f"no PostgreSQL at {make_url(PG_URL).render_as_string()}: {exc.__class__.__name__}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run, not skip)")
+        pytest.skip(reason)
+    name = f"dhr_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_pg(url: str) -> None:
+    engine = create_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database with the current schema, on each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        engine.dispose()
+        return url
+    url: str = request.getfixturevalue("pg_server_url")
+    _truncate_pg(url)
+    return url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[db.Store]:
+    s = db.Store(db_url)
+    yield s
+    s.dispose()
+
+
+CliFn = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliFn:
+    """Run the real CLI in-process against the test database; returns click's Result."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Result:
+        runner = CliRunner()
+        full_env = {"DHR_DATABASE_URL": db_url, **(env or {})}
+        return runner.invoke(main, ["--actor", ACTOR, *args], env=full_env, catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture
+def sample_review(store: db.Store) -> Callable[..., Any]:
+    """Create a review with a few actions through the services; returns their ids."""
+
+    def make(ref: str = "WCA", **review_fields: Any) -> dict[str, int]:
+        with store.transaction() as s:
+            reviews.add(s, ref, f"Case {ref}", now=NOW, actor=ACTOR, **review_fields)
+            ids = {}
+            for key, agency, due, status in [
+                ("training", "Bi Borough VAWG Strategic Board", dt.date(2023, 12, 31), "open"),
+                ("dip", "Bi-Borough VAWG Strategic Board", dt.date(2024, 5, 31), "open"),
+                ("probation", "HM Prison & Probation Service", None, "completed"),
+            ]:
+                a = actions.create(
+                    s,
+                    ref,
+                    now=NOW,
+                    actor=ACTOR,
+                    recommendation=str(len(ids) + 1),
+                    recommendation_text="Review training",
+                    scope="Local",
+                    lead_agency=agency,
+                    text=f"Action {key}",
+                    target_text=due.strftime("%B %Y") if due else "Completed",
+                    due_date=due,
+                    due_basis="month_end" if due else "none",
+                    status=status,
+                    owner_text="Jo Bloggs",
+                )
+                ids[key] = a.id
+            return ids
+
+    return make

@@ -1,0 +1,145 @@
+"""The audit chain detects an edited row and a deleted row; export and listing."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from dhr_workflow import audit, db
+from dhr_workflow.models import AuditEvent
+from tests.conftest import CliFn
+
+
+@pytest.fixture
+def unguarded(store: db.Store) -> Iterator[db.Store]:
+    """What an attacker with DDL rights would do first: remove the append-only triggers.
+
+    The PostgreSQL test database is shared by the session, so the guard is put back afterwards.
+    """
+    postgres = store.engine.dialect.name == "postgresql"
+    with store.transaction() as s:
+        if postgres:
+            s.execute(text("DROP TRIGGER audit_event_no_change ON audit_event"))
+        else:
+            s.execute(text("DROP TRIGGER audit_event_no_update"))
+            s.execute(text("DROP TRIGGER audit_event_no_delete"))
+    yield store
+    if postgres:
+        with store.transaction() as s:
+            s.execute(text("TRUNCATE audit_event"))
+            s.execute(
+                text(
+                    "CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON "
+                    "audit_event FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()"
+                )
+            )
+
+
+def _five_events(cli: CliFn) -> None:
+    assert cli("reviews", "add", "R1", "--title", "One").exit_code == 0
+    assert cli("reviews", "add", "R2", "--title", "Two").exit_code == 0
+    assert cli("reviews", "set", "R1", "--published", "2024-02-01").exit_code == 0
+    assert cli("reviews", "set", "R2", "--status", "closed").exit_code == 0
+    assert cli("reviews", "set", "R1", "--title", "One, renamed").exit_code == 0
+
+
+def test_verify_passes_on_an_untouched_log(cli: CliFn) -> None:
+    _five_events(cli)
+    result = cli("audit", "verify")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("audit log intact: 5 events, head ")
+
+
+def test_verify_catches_an_edited_row(cli: CliFn, unguarded: db.Store) -> None:
+    _five_events(cli)
+    with unguarded.transaction() as s:
+        s.execute(
+            text(
+                "UPDATE audit_event SET data = replace(data, '2024-02-01', '2024-03-01') "
+                "WHERE seq = 3"
+            )
+        )
+    result = cli("audit", "verify")
+    assert result.exit_code == 1
+    assert "event #3" in result.stderr and "altered" in result.stderr
+    assert "2 events verified before it" in result.stderr
+
+
+def test_verify_catches_an_edited_row_with_recomputed_hash(cli: CliFn, unguarded: db.Store) -> None:
+    """A forger who rewrites a row and recomputes its hash still breaks the next link."""
+    _five_events(cli)
+    with unguarded.transaction() as s:
+        ev = s.scalars(select(AuditEvent).where(AuditEvent.seq == 2)).one()
+        forged = audit._event_hash(
+            ev.prev_hash, ev.seq, ev.at, "mallory", ev.kind, ev.subject, ev.data
+        )
+        s.execute(
+            text("UPDATE audit_event SET actor = 'mallory', hash = :h WHERE seq = 2"), {"h": forged}
+        )
+    result = cli("audit", "verify")
+    assert result.exit_code == 1
+    assert "chain broken before event #3" in result.stderr
+    assert "2 events verified before it" in result.stderr
+
+
+def test_verify_catches_a_deleted_row(cli: CliFn, unguarded: db.Store) -> None:
+    _five_events(cli)
+    with unguarded.transaction() as s:
+        s.execute(text("DELETE FROM audit_event WHERE seq = 4"))
+    result = cli("audit", "verify")
+    assert result.exit_code == 1
+    assert "chain broken before event #5" in result.stderr
+    assert "#4 was deleted" in result.stderr
+
+
+def test_verify_catches_a_deleted_first_row(cli: CliFn, unguarded: db.Store) -> None:
+    _five_events(cli)
+    with unguarded.transaction() as s:
+        s.execute(text("DELETE FROM audit_event WHERE seq = 1"))
+    result = cli("audit", "verify")
+    assert result.exit_code == 1
+    assert "#1 was deleted" in result.stderr
+
+
+def test_list_json_and_since(cli: CliFn) -> None:
+    _five_events(cli)
+    events = json.loads(cli("audit", "list", "--json").stdout)
+    assert [e["kind"] for e in events] == ["review.create"] * 2 + ["review.update"] * 3
+    assert events[2]["data"] == {
+        "before": {"published_on": None},
+        "after": {"published_on": "2024-02-01"},
+    }
+    assert {e["actor"] for e in events} == {"test"}
+    assert all(e["prev_hash"] == p["hash"] for p, e in zip(events, events[1:], strict=False))
+    assert json.loads(cli("audit", "list", "--json", "--since", "2999-01-01").stdout) == []
+    bad = cli("audit", "list", "--since", "yesterday")
+    assert bad.exit_code == 2 and "'yesterday' is not a date" in bad.stderr
+
+
+def test_export_csv(cli: CliFn, tmp_path: Path) -> None:
+    _five_events(cli)
+    out = tmp_path / "audit.csv"
+    result = cli("audit", "export", "--csv", str(out))
+    assert result.exit_code == 0, result.stderr
+    with out.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["seq"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert json.loads(rows[0]["data"])["after"]["ref"] == "R1"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_to_missing_directory_is_a_clear_error(cli: CliFn, tmp_path: Path) -> None:
+    result = cli("audit", "export", "--csv", str(tmp_path / "no" / "such" / "audit.csv"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["audit", "verify"], ["audit", "list"]])
+def test_empty_log(cli: CliFn, command: list[str]) -> None:
+    result = cli(*command)
+    assert result.exit_code == 0
