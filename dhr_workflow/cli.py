@@ -403,7 +403,10 @@ def _table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     table = Table(*columns, show_lines=False)
     for row in rows:
         table.add_row(*row)
-    Console(soft_wrap=False).print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped output: wide rows, not cells wrapped at 80 columns
+    console.print(table)
 
 
 def _d(value: dt.date | None) -> str:

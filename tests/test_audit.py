@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,7 +116,7 @@ def test_list_json_and_since(cli: CliFn) -> None:
         "after": {"published_on": "2024-02-01"},
     }
     assert {e["actor"] for e in events} == {"test"}
-    assert all(e["prev_hash"] == p["hash"] for p, e in zip(events, events[1:], strict=False))
+    assert all(e["prev_hash"] == p["hash"] for p, e in itertools.pairwise(events))
     assert json.loads(cli("audit", "list", "--json", "--since", "2999-01-01").stdout) == []
     bad = cli("audit", "list", "--since", "yesterday")
     assert bad.exit_code == 2 and "'yesterday' is not a date" in bad.stderr

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, insert, select, text
+from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -34,7 +34,7 @@ DESIGN_TABLES = {
 
 def test_migration_creates_every_design_table_with_indexes(store: db.Store) -> None:
     insp = inspect(store.engine)
-    assert DESIGN_TABLES <= set(insp.get_table_names())
+    assert set(insp.get_table_names()) >= DESIGN_TABLES
     action_indexes = {tuple(ix["column_names"]) for ix in insp.get_indexes("action")}
     for cols in [
         ("status",),

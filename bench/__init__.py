@@ -1,0 +1,1 @@
+"""Benchmarks (see docs/benchmarks.md); each script prints medians of several runs."""

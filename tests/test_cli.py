@@ -1,0 +1,412 @@
+"""The CLI against a real store on both backends: happy paths and every user mistake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from dhr_workflow import db
+from dhr_workflow.models import AuditEvent, Contact
+from tests.conftest import CliFn
+
+
+def _error_line(result: Any) -> str:
+    """A user mistake: exit 2, exactly one line on stderr, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("error:", "Error:"))]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --- reviews ---------------------------------------------------------------------------------
+
+
+def test_reviews_add_list_set(cli: CliFn) -> None:
+    r = cli(
+        "reviews",
+        "add",
+        "BDHR2012/13-04",
+        "--title",
+        "Case A",
+        "--partnership",
+        "Safer Westminster Partnership",
+        "--plan-agreed",
+        "2023-06-01",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert cli("reviews", "set", "BDHR2012/13-04", "--published", "05/01/2024").exit_code == 0
+    [review] = json.loads(cli("reviews", "list", "--json").stdout)
+    assert review == {
+        "ref": "BDHR2012/13-04",
+        "title": "Case A",
+        "partnership": "Safer Westminster Partnership",
+        "status": "open",
+        "plan_agreed_on": "2023-06-01",
+        "report_accepted_on": None,
+        "published_on": "2024-01-05",
+        "completed_on": None,
+        "actions": 0,
+        "open_actions": 0,
+    }
+    table = cli("reviews", "list").stdout
+    assert "BDHR2012/13-04" in table and "2024-01-05" in table
+
+
+def test_reviews_list_counts_open_actions(cli: CliFn, sample_review: Callable[..., Any]) -> None:
+    sample_review("WCA")
+    [review] = json.loads(cli("reviews", "list", "--json").stdout)
+    assert (review["actions"], review["open_actions"]) == (3, 2)
+
+
+def test_setting_an_unchanged_value_writes_no_audit(cli: CliFn, store: db.Store) -> None:
+    cli("reviews", "add", "R1", "--title", "One", "--published", "2024-01-05")
+    assert cli("reviews", "set", "R1", "--published", "2024-01-05").exit_code == 0
+    with store.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(AuditEvent)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["reviews", "set", "NOPE", "--published", "2024-01-01"], "no review with ref 'NOPE'"),
+        (
+            ["reviews", "add", "R1", "--title", "x", "--published", "2024-13-01"],
+            "'2024-13-01' is not a date",
+        ),
+        (
+            ["reviews", "add", "R1", "--title", "x", "--published", "31/02/2024"],
+            "'31/02/2024' is not a date",
+        ),
+        (["reviews", "add", "R1"], "Missing option '--title'"),
+        (["reviews", "add", "R1", "--title", "  "], "non-empty --title"),
+        (["reviews", "set", "R1"], "nothing to change"),
+        (["reviews", "set", "R1", "--status", "archived"], "'archived' is not one of"),
+    ],
+)
+def test_review_mistakes(cli: CliFn, args: list[str], message: str) -> None:
+    assert message in _error_line(cli(*args))
+
+
+def test_duplicate_review_is_refused(cli: CliFn) -> None:
+    cli("reviews", "add", "R1", "--title", "One")
+    assert "already exists" in _error_line(cli("reviews", "add", "R1", "--title", "Again"))
+
+
+# --- contacts --------------------------------------------------------------------------------
+
+GOOD_CSV = """agency,role,name,email,review
+Bi Borough VAWG Strategic Board,lead,Sam Lead,sam.lead@westminster.gov.uk,
+Bi-Borough VAWG Strategic Board,manager,Mo Manager,mo@westminster.gov.uk,
+,coordinator,Cat Coordinator,cat@westminster.gov.uk,
+,chair,Chris Chair,chair@westminster.gov.uk,
+,family_liaison,Fay Liaison,fay@advocacy.org.uk,WCA
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "contacts.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_contacts_import_and_list(cli: CliFn, tmp_path: Path) -> None:
+    cli("reviews", "add", "WCA", "--title", "Case A")
+    result = cli("contacts", "import", str(_write(tmp_path, GOOD_CSV)))
+    assert result.exit_code == 0, result.stderr
+    assert "5 contact(s) added, 0 already present" in result.stdout
+    rows = json.loads(cli("contacts", "list", "--json").stdout)
+    assert len(rows) == 5
+    by_role = {r["role"]: r for r in rows}
+    # Two spellings of the board are one agency.
+    assert by_role["lead"]["agency"] == by_role["manager"]["agency"]
+    assert by_role["family_liaison"]["review"] == "WCA"
+    assert by_role["chair"]["agency"] is None
+    agencies = cli("agencies", "list").stdout
+    assert agencies.count("VAWG Strategic Board") == 1
+
+
+def test_contacts_reimport_is_idempotent(cli: CliFn, tmp_path: Path, store: db.Store) -> None:
+    cli("reviews", "add", "WCA", "--title", "Case A")
+    path = _write(tmp_path, GOOD_CSV)
+    cli("contacts", "import", str(path))
+    again = cli("contacts", "import", str(path))
+    assert "0 contact(s) added, 5 already present" in again.stdout
+    with store.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Contact)) == 5
+
+
+def test_contacts_csv_with_excel_bom(cli: CliFn, tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(("\ufeff" + "Agency,Role,Name,Email\nPolice,lead,A B,ab@police.uk\n").encode())
+    assert cli("contacts", "import", str(path)).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("agency,role,name\nPolice,lead,A,\n", "missing column(s) email"),
+        (
+            "agency,role,name,email\nPolice,lead,A,a@police.uk\nPolice,lead,B,not-an-email\n",
+            "contacts.csv:3: email: 'not-an-email' is not valid",
+        ),
+        (
+            "agency,role,name,email\nPolice,boss,A,a@police.uk\n",
+            "contacts.csv:2: role: 'boss' is not one of lead, manager",
+        ),
+        (
+            "agency,role,name,email\n,lead,A,a@police.uk\n",
+            "contacts.csv:2: agency: a lead contact needs an agency",
+        ),
+        ("agency,role,name,email\nPolice,lead,,a@police.uk\n", "contacts.csv:2: name: empty"),
+        (
+            "agency,role,name,email,review\n,family_liaison,A,a@police.uk,NOPE\n",
+            "contacts.csv:2: review: no review with ref 'NOPE'",
+        ),
+        ("agency,role,name,email\n", "no contacts found"),
+        ("", "missing column(s) agency, role, name, email"),
+    ],
+)
+def test_bad_contacts_csv_writes_nothing(
+    cli: CliFn, tmp_path: Path, store: db.Store, text: str, message: str
+) -> None:
+    line = _error_line(cli("contacts", "import", str(_write(tmp_path, text))))
+    assert message in line
+    with store.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Contact)) == 0
+        assert s.scalar(select(func.count()).select_from(AuditEvent)) == 0
+
+
+def test_bad_row_after_good_rows_writes_nothing(
+    cli: CliFn, tmp_path: Path, store: db.Store
+) -> None:
+    text = GOOD_CSV.replace(",WCA", ",") + "Police,lead,Bad Row,bad@@police.uk,\n"
+    line = _error_line(cli("contacts", "import", str(_write(tmp_path, text))))
+    assert "contacts.csv:7: email" in line and "nothing from this file was imported" in line
+    with store.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Contact)) == 0
+
+
+def test_binary_and_missing_contacts_files(cli: CliFn, tmp_path: Path) -> None:
+    binary = tmp_path / "photo.csv"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    assert "not a UTF-8 text CSV file" in _error_line(cli("contacts", "import", str(binary)))
+    missing = _error_line(cli("contacts", "import", str(tmp_path / "nope.csv")))
+    assert "nope.csv: cannot read file" in missing
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+JSON_KEYS = [
+    "id",
+    "review",
+    "recommendation",
+    "ref",
+    "text",
+    "lead_agency",
+    "owner",
+    "scope",
+    "target_text",
+    "due_date",
+    "due_basis",
+    "status",
+    "completed_on",
+    "outcome",
+    "needs_review",
+    "review_reasons",
+]
+
+
+def test_actions_list_json_has_exactly_the_documented_keys(
+    cli: CliFn, sample_review: Callable[..., Any]
+) -> None:
+    ids = sample_review("WCA")
+    rows = json.loads(cli("actions", "list", "--json").stdout)
+    assert [list(r) for r in rows] == [JSON_KEYS] * 3
+    first = next(r for r in rows if r["id"] == ids["training"])
+    assert first == {
+        "id": ids["training"],
+        "review": "WCA",
+        "recommendation": "1",
+        "ref": "",
+        "text": "Action training",
+        "lead_agency": "Bi Borough VAWG Strategic Board",
+        "owner": "Jo Bloggs",
+        "scope": "Local",
+        "target_text": "December 2023",
+        "due_date": "2023-12-31",
+        "due_basis": "month_end",
+        "status": "open",
+        "completed_on": None,
+        "outcome": None,
+        "needs_review": False,
+        "review_reasons": [],
+    }
+
+
+def test_actions_list_filters(cli: CliFn, sample_review: Callable[..., Any]) -> None:
+    ids = sample_review("WCA")
+    sample_review("OTHER")
+
+    def listed(*args: str) -> set[int]:
+        result = cli("actions", "list", "--json", *args)
+        assert result.exit_code == 0, result.stderr
+        return {r["id"] for r in json.loads(result.stdout) if r["review"] == "WCA"}
+
+    assert listed("--review", "WCA") == set(ids.values())
+    assert listed("--status", "completed") == {ids["probation"]}
+    assert listed("--due-before", "2024-01-01") == {ids["training"]}
+    # Any spelling of the agency finds it.
+    assert listed("--agency", "bi-borough vawg strategic board") == {ids["training"], ids["dip"]}
+    all_reviews = json.loads(cli("actions", "list", "--json", "--status", "open").stdout)
+    assert {r["review"] for r in all_reviews} == {"WCA", "OTHER"}
+    assert "Action training" in cli("actions", "list").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["actions", "list", "--review", "NOPE"], "no review with ref 'NOPE'"),
+        (["actions", "list", "--status", "done"], "'done' is not one of"),
+        (["actions", "list", "--agency", "Nobody"], "no agency called 'Nobody'"),
+        (["actions", "list", "--due-before", "soon"], "'soon' is not a date"),
+        (["actions", "update", "999", "--status", "completed"], "no action with id 999"),
+        (["actions", "update", "abc", "--status", "completed"], "'abc' is not a valid integer"),
+    ],
+)
+def test_action_mistakes(cli: CliFn, args: list[str], message: str) -> None:
+    assert message in _error_line(cli(*args))
+
+
+def test_due_date_change_needs_a_reason(
+    cli: CliFn, sample_review: Callable[..., Any], store: db.Store
+) -> None:
+    ids = sample_review("WCA")
+    with store.transaction() as s:
+        events_before = s.scalar(select(func.count()).select_from(AuditEvent))
+    line = _error_line(cli("actions", "update", str(ids["training"]), "--due", "2024-03-31"))
+    assert "needs --reason" in line
+    line = _error_line(cli("actions", "update", str(ids["training"]), "--reason", "why not"))
+    assert "give --due as well" in line
+    with store.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(AuditEvent)) == events_before
+
+
+def test_due_date_change_is_audited_with_reason(
+    cli: CliFn, sample_review: Callable[..., Any]
+) -> None:
+    ids = sample_review("WCA")
+    aid = str(ids["training"])
+    result = cli("actions", "update", aid, "--due", "2024-03-31", "--reason", "Board moved meeting")
+    assert result.exit_code == 0, result.stderr
+    row = next(
+        r for r in json.loads(cli("actions", "list", "--json").stdout) if r["id"] == int(aid)
+    )
+    assert (row["due_date"], row["due_basis"]) == ("2024-03-31", "fixed")
+    last = json.loads(cli("audit", "list", "--json").stdout)[-1]
+    assert last["kind"] == "action.due_change" and last["subject"] == f"action:{aid}"
+    assert last["data"]["reason"] == "Board moved meeting"
+    assert last["data"]["before"]["due_date"] == "2023-12-31"
+    assert last["data"]["after"]["due_date"] == "2024-03-31"
+    assert last["data"]["after"]["sequence"] == 1  # calendars will see the move
+
+
+def test_status_changes(cli: CliFn, sample_review: Callable[..., Any]) -> None:
+    ids = sample_review("WCA")
+    aid = str(ids["dip"])
+    r = cli(
+        "actions",
+        "update",
+        aid,
+        "--status",
+        "completed",
+        "--completed-on",
+        "2024-02-01",
+        "--outcome",
+        "Dip sample done; report to board",
+    )
+    assert r.exit_code == 0, r.stderr
+    row = next(
+        x for x in json.loads(cli("actions", "list", "--json").stdout) if x["id"] == int(aid)
+    )
+    assert (row["status"], row["completed_on"]) == ("completed", "2024-02-01")
+    assert row["outcome"] == "Dip sample done; report to board"
+    events = json.loads(cli("audit", "list", "--json").stdout)
+    assert events[-1]["kind"] == "action.status"
+    assert events[-1]["data"]["before"]["status"] == "open"
+    # Reopening clears the completion date.
+    assert cli("actions", "update", aid, "--status", "in_progress").exit_code == 0
+    row = next(
+        x for x in json.loads(cli("actions", "list", "--json").stdout) if x["id"] == int(aid)
+    )
+    assert (row["status"], row["completed_on"]) == ("in_progress", None)
+
+
+def test_completed_on_needs_completed_status(cli: CliFn, sample_review: Callable[..., Any]) -> None:
+    ids = sample_review("WCA")
+    line = _error_line(cli("actions", "update", str(ids["dip"]), "--completed-on", "2024-02-01"))
+    assert "--status completed" in line
+    line = _error_line(
+        cli(
+            "actions",
+            "update",
+            str(ids["dip"]),
+            "--status",
+            "blocked",
+            "--completed-on",
+            "2024-02-01",
+        )
+    )
+    assert "only goes with --status completed" in line
+
+
+def test_nothing_to_update(cli: CliFn, sample_review: Callable[..., Any]) -> None:
+    ids = sample_review("WCA")
+    assert "nothing to change" in _error_line(cli("actions", "update", str(ids["dip"])))
+
+
+# --- schema and connection -------------------------------------------------------------------
+
+
+def test_uninitialised_database_says_run_init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from dhr_workflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    env = {"DHR_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}"}
+    result = CliRunner().invoke(main, ["reviews", "list"], env=env)
+    assert "run `dhr-workflow init`" in _error_line(result)
+    init = CliRunner().invoke(main, ["init"], env=env)
+    assert init.exit_code == 0 and "schema created" in init.stdout
+    assert CliRunner().invoke(main, ["reviews", "list"], env=env).exit_code == 0
+    again = CliRunner().invoke(main, ["init"], env=env)
+    assert "already up to date" in again.stdout
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dhr_workflow.cli import main
+
+    env = {"DHR_DATABASE_URL": "postgresql+psycopg://nobody:s3cret@127.0.0.1:1/none"}
+    result = CliRunner().invoke(main, ["reviews", "list"], env=env)
+    line = _error_line(result)
+    assert line.startswith("error: cannot use the database postgresql+psycopg://nobody:***@")
+    assert "s3cret" not in result.stderr
+
+
+def test_config_error_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dhr_workflow.cli import main
+
+    result = CliRunner().invoke(main, ["reviews", "list"], env={"DHR_TIMEZONE": "Nowhere/Town"})
+    assert "setting timezone (DHR_TIMEZONE)" in _error_line(result)
