@@ -13,29 +13,58 @@ from dhr_workflow import audit
 from dhr_workflow.models import Agency, AgencyAlias
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")
+_PARENTHESES = re.compile(r"\([^)]*\)?")
+# Abbreviations plans use for the same bodies; both spellings get the same key.
+ABBREVIATIONS = {
+    "hmpps": "hm prison and probation",
+    "nps": "national probation",
+    "crc": "community rehabilitation company",
+    "ccg": "clinical commissioning group",
+    "lscb": "local safeguarding children board",
+    "wmp": "west mercia police",
+    "vawg": "violence against women and girls",
+    "csp": "community safety partnership",
+    "wcc": "westminster city council",
+}
+# Words that add nothing to an agency's identity at the end of its name.
+_GENERIC_TAIL = {"service", "services"}
 
 
 def alias_key(name: str) -> str:
-    """A spelling-insensitive key: case, accents, punctuation, "&"/"and" and a leading "the"."""
+    """A spelling-insensitive key: case, accents, punctuation, "&"/"and", a leading "the",
+    known abbreviations and a trailing "service"."""
     folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
     folded = folded.replace("&", " and ")
-    words = _NON_WORD.sub(" ", folded).split()
+    words = " ".join(ABBREVIATIONS.get(w, w) for w in _NON_WORD.sub(" ", folded).split()).split()
     if words and words[0] == "the":
         words = words[1:]
+    while len(words) > 1 and words[-1] in _GENERIC_TAIL:
+        words.pop()
     return " ".join(words)
 
 
-def find(session: Session, name: str) -> Agency | None:
-    key = alias_key(name)
+def _by_key(session: Session, key: str) -> Agency | None:
     if not key:
         return None
     return session.scalar(select(Agency).join(AgencyAlias).where(AgencyAlias.alias_key == key))
+
+
+def find(session: Session, name: str) -> Agency | None:
+    """The agency a name refers to: by any alias, else by the name without a bracketed part
+    ("Bi Borough VAWG Strategic Board (Risk & Review Group)" is the Board)."""
+    return _by_key(session, alias_key(name)) or _by_key(
+        session, alias_key(_PARENTHESES.sub(" ", name))
+    )
 
 
 def find_or_create(session: Session, name: str, *, now: dt.datetime, actor: str) -> Agency:
     """The agency this name refers to, created (and audited) if no alias matches."""
     existing = find(session, name)
     if existing is not None:
+        key = alias_key(name)
+        if key and _by_key(session, key) is None:  # remember this spelling
+            existing.aliases.append(AgencyAlias(alias_key=key))
+            session.flush()
         return existing
     clean = " ".join(name.split())
     agency = Agency(name=clean, created_at=now)

@@ -6,18 +6,23 @@ import datetime as dt
 import getpass
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
-from dhr_workflow import __version__, actions, agencies, audit, contacts, db, reviews
+from dhr_workflow import __version__, actions, agencies, anchors, audit, contacts, db, reviews
 from dhr_workflow.config import Settings, load_settings
 from dhr_workflow.errors import UserError
+from dhr_workflow.importer.apply import ImportReport, apply_plan
+from dhr_workflow.importer.parse import parse_lines
+from dhr_workflow.importer.readers import FORMATS, read_source
 from dhr_workflow.models import ActionStatus, ReviewStatus
 
 
@@ -177,8 +182,11 @@ def reviews_set(app: App, /, ref: str, **fields: Any) -> None:
     if all(v is None for v in values.values()):
         raise UserError("nothing to change: give at least one option (see --help)")
     with app.store().transaction() as s:
-        reviews.update(s, ref, now=app.now(), actor=app.actor, **values)
-        click.echo(f"updated review {ref}")
+        _, moved = anchors.update_review(
+            s, ref, today=app.today(), now=app.now(), actor=app.actor, **values
+        )
+    followed = f"; {moved} due date(s) followed the new dates" if moved else ""
+    click.echo(f"updated review {ref}{followed}")
 
 
 def _review_fields(opts: dict[str, Any]) -> dict[str, Any]:
@@ -205,6 +213,108 @@ def reviews_list(app: App, as_json: bool) -> None:
         ["ref", "title", "status", "published", "actions", "open"],
         [[r.ref, r.title, r.status, _d(r.published_on), str(n), str(o)] for r, n, o in rows],
     )
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--review", "review_ref", required=True, help="The review's ref (created if new).")
+@click.option("--title", help="Title for a new review (default: the plan's own title).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["auto", *FORMATS]), default="auto", show_default=True
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def import_plan(
+    app: App,
+    /,
+    path: Path,
+    review_ref: str,
+    title: str | None,
+    fmt: str,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Import an action plan (extracted text, CSV, XLSX or DOCX) into a review."""
+    source = read_source(path, fmt)  # type: ignore[arg-type]  # click.Choice guarantees it
+    plan = parse_lines(source.lines)
+    if not plan.rows:
+        raise UserError(_no_actions_message(path, plan.headers_found))
+    with app.store().transaction() as s, _progress(len(plan.rows), not as_json) as advance:
+        report = apply_plan(
+            s,
+            review_ref,
+            plan,
+            title=title,
+            source=path.name,
+            digest=source.sha256,
+            today=app.today(),
+            now=app.now(),
+            actor=app.actor,
+            dry_run=dry_run,
+            progress=advance,
+        )
+    if as_json:
+        _print_json({**report.to_json(), "dry_run": dry_run, "format": source.format})
+    else:
+        _print_import(report, source.format, dry_run)
+
+
+def _no_actions_message(path: Path, headers: int) -> str:
+    if headers == 0:
+        return (
+            f"{path}: no table with a recognisable header (columns such as "
+            "Recommendation, Action, Lead Agency, Target date; see README: Importing plans)"
+        )
+    return f"{path}: found the table header but no actions under it"
+
+
+@contextmanager
+def _progress(total: int, wanted: bool) -> Iterator[Callable[[int], None]]:
+    # A bar only for people at a terminal; logs and pipes get the summary alone.
+    console = Console(stderr=True)
+    with Progress(
+        console=console, disable=not (wanted and console.is_terminal), transient=True
+    ) as progress:
+        task = progress.add_task("importing", total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _print_import(report: ImportReport, fmt: str, dry_run: bool) -> None:
+    verb = "would be" if dry_run else "were"
+    review = f"review {report.review}" + (" (new)" if report.review_created else "")
+    click.echo(
+        f"{'DRY RUN, nothing written: ' if dry_run else ''}{report.source} ({fmt}) -> "
+        f"{review}: {report.count('create')} actions {verb} created, "
+        f"{report.count('update')} updated, {report.count('unchanged')} unchanged"
+    )
+    if dry_run:
+        _table(
+            ["line", "section", "ref", "change", "lead agency", "due", "status"],
+            [
+                [
+                    str(c.row.line),
+                    _short(c.row.section, 30),
+                    c.row.ref,
+                    c.kind,
+                    _short(c.values["lead_agency"] or "", 40),
+                    _d(c.values["due_date"]),
+                    c.values["status"],
+                ]
+                for c in report.changes
+            ],
+        )
+    flagged = report.needs_review()
+    if flagged:
+        click.echo(f"needs review ({len(flagged)}):")
+        for c in flagged:
+            for reason in c.values["review_reasons"]:
+                click.echo(f"  line {c.row.line}, {c.row.section} rec {c.row.ref}: {reason}")
+    for action_id, ref in report.missing:
+        click.echo(f"  not in this file: action {action_id} (rec {ref}); left as it is")
 
 
 # --- agencies and contacts -------------------------------------------------------------------

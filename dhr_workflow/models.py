@@ -182,7 +182,10 @@ class Recommendation(Base):
 
 class Action(Base):
     __tablename__ = "action"
-    __table_args__ = (Index("ix_action_status_due", "status", "due_date"),)
+    __table_args__ = (
+        Index("ix_action_status_due", "status", "due_date"),
+        UniqueConstraint("review_id", "source_key", name="uq_action_source_key"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     review_id: Mapped[int] = mapped_column(ForeignKey("review.id"), nullable=False, index=True)
@@ -212,6 +215,8 @@ class Action(Base):
     sequence: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     source_file: Mapped[str | None] = mapped_column(Text)
     source_row: Mapped[int | None] = mapped_column(Integer)
+    # "section|recommendation ref|n": the same action in a re-imported or revised plan.
+    source_key: Mapped[str | None] = mapped_column(String(400))
     created_at: Mapped[dt.datetime] = _now_column()
     updated_at: Mapped[dt.datetime] = _now_column()
 

@@ -1,0 +1,302 @@
+"""Lines of cells to plan rows: headers found by synonym, page furniture dropped, wrapped cells
+joined, sections and recommendation refs kept. Pure: no store, no clock.
+
+How a line is read, in order:
+- a line whose cells name at least three known columns is a header (they repeat on every page);
+- a line of one cell is a heading: page furniture if it repeats or reads like a footer, a
+  section ("Agency: West Mercia police", "Overview Report Recommendations", or an agency name
+  standing just above a table), otherwise a title and ignored;
+- under a header, a row that starts a recommendation ("1", "3)", "1.1", "Recommendation No 3")
+  is a new action; a row without one continues the action above it — unless it brings its own
+  holder and a fresh target date while the action above already has both, when it is a second
+  action under the same recommendation;
+- rows of dashes and rows before any header (titles, contents lists) are never actions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dhr_workflow.importer.readers import Line
+from dhr_workflow.importer.text import clean, join
+
+OVERVIEW = "overview"
+
+# Column roles by header wording (normalised: lower case, "&" as "and", no punctuation).
+# Order matters: the first pattern that matches the whole header wins.
+COLUMN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (role, re.compile(pattern))
+    for role, pattern in (
+        ("ref", r"#|no|ref|number|rec(ommendation)? (no|number|ref)"),
+        ("section", r"section|agency section"),
+        ("recommendation", r"recommendations?( text)?"),
+        ("scope", r"scope.*"),
+        ("milestones", r"(key )?milestones.*"),
+        ("target", r"target.*|deadline|due date|due|timescales?"),
+        ("outcome", r".*outcome.*|status|progress.*|.*action taken.*|updates?|completion date"),
+        (
+            "owner",
+            r"action holder|implementation lead|lead officers?.*|owner|"
+            r"responsible (officer|person|lead)|lead person|named lead",
+        ),
+        ("agency", r"(lead )?agency|lead (organisation|partner)|organisation"),
+        ("action", r"actions?.*|agreed actions?"),
+    )
+)
+_FOOTER = re.compile(r"confidential|not to be (photo)?copied|^page \d+( of \d+)?$|^\d+$", re.I)
+_TITLE = re.compile(
+    r"action plan|domestic homicide review|^appendix|^contents|"
+    r"individual management (report|review)|allocated actions|recommendations$",
+    re.I,
+)
+_AGENCY_HEADING = re.compile(r"^agency\s*[:\-–]\s*(?P<name>.+)$", re.I)
+_DEBRIS = re.compile(r"^[\s\-–—_=.|*]*$")
+_REF_WORDED = re.compile(
+    r"^\s*recommendation\s*(?:no\.?|number|#)?\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)\b[.):]?\s*", re.I
+)
+_REF_BARE = re.compile(
+    r"^\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)\s*[).:]\s*|^\s*(?P<dotted>\d+\.\d+(?:\.\d+)*)\s+"
+)
+_REF_ONLY = re.compile(r"^\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)[.)]?\s*$")
+_SMALL_WORDS = {"of", "and", "the", "for", "to", "within", "in", "on", "at", "by", "with", "&"}
+
+
+@dataclass
+class PlanRow:
+    """One action as the plan states it (text already cleaned)."""
+
+    line: int
+    section: str
+    section_agency: str | None
+    rec_ref: str
+    index: int  # 1 for the first action of a recommendation, 2 for the second...
+    rec_text: str = ""
+    scope: str = ""
+    text: str = ""
+    agency: str = ""
+    owner: str = ""
+    milestones: str = ""
+    target: str = ""
+    outcome: str = ""
+    agency_from_action: bool = False
+
+    @property
+    def key(self) -> str:
+        """Identity across re-imports of the same or a revised plan."""
+        return f"{self.section}|{self.rec_ref}|{self.index}"
+
+    @property
+    def ref(self) -> str:
+        return (
+            self.rec_ref if self.index == 1 else f"{self.rec_ref}{chr(ord('a') + self.index - 1)}"
+        )
+
+    @property
+    def lead_agency(self) -> str | None:
+        return self.agency or self.section_agency or None
+
+
+@dataclass
+class ParsedPlan:
+    rows: list[PlanRow] = field(default_factory=list)
+    ignored: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
+    headers_found: int = 0
+    title: str | None = None
+
+
+def normalise_header(text: str) -> str:
+    text = clean(text).lower().replace("&", " and ")
+    return " ".join(re.sub(r"[^a-z0-9#]+", " ", text).split())
+
+
+def column_roles(cells: Sequence[str]) -> dict[int, str] | None:
+    """The role of each column if this line is a header, else None."""
+    roles: dict[int, str] = {}
+    for i, cell in enumerate(cells):
+        name = normalise_header(cell)
+        role = next((r for r, p in COLUMN_PATTERNS if name and p.fullmatch(name)), None)
+        if role and role not in roles.values():
+            roles[i] = role
+    wanted = {"recommendation", "action", "target", "ref"}
+    if (
+        len(roles) >= 3
+        and wanted & set(roles.values())
+        and ("target" in roles.values() or "action" in roles.values())
+    ):
+        return roles
+    return None
+
+
+class _Parser:
+    def __init__(self, lines: Sequence[Line]) -> None:
+        self.lines = lines
+        self.plan = ParsedPlan()
+        self.roles: dict[int, str] | None = None
+        self.header: tuple[str, ...] = ()
+        self.section: str = OVERVIEW
+        self.section_agency: str | None = None
+        self.current: PlanRow | None = None
+        self.furniture = self._repeated_headings()
+
+    def _repeated_headings(self) -> set[str]:
+        counts = Counter(
+            " ".join(ln.cells[0].split()).lower()
+            for ln in self.lines
+            if len(ln.cells) == 1 and ln.cells[0].strip()
+        )
+        return {text for text, n in counts.items() if n > 1}
+
+    def run(self) -> ParsedPlan:
+        for position, line in enumerate(self.lines):
+            if len(line.cells) == 1:
+                self._heading(position, line)
+                continue
+            roles = column_roles(line.cells)
+            if roles is not None:
+                self.roles, self.header = roles, line.cells
+                self.plan.headers_found += 1
+            elif self.roles is not None:
+                self._row(line)
+        return self.plan
+
+    # --- headings --------------------------------------------------------------------------
+    def _heading(self, position: int, line: Line) -> None:
+        text = clean(line.cells[0])
+        flat = " ".join(text.split())
+        if not flat or flat.lower() in self.furniture or _FOOTER.search(flat):
+            return
+        agency = _AGENCY_HEADING.match(flat)
+        if agency:
+            self._enter(agency["name"].strip(), agency=True)
+        elif "overview" in flat.lower():
+            self._enter(OVERVIEW, agency=False)
+        elif _TITLE.search(flat):
+            if self.plan.title is None and "domestic homicide review" in flat.lower():
+                self.plan.title = flat
+        elif self._precedes_header(position):
+            self._enter(flat, agency=True)
+
+    def _precedes_header(self, position: int) -> bool:
+        for line in self.lines[position + 1 :]:
+            if len(line.cells) == 1:
+                text = " ".join(clean(line.cells[0]).split())
+                if not text or text.lower() in self.furniture or _FOOTER.search(text):
+                    continue
+                return False
+            return column_roles(line.cells) is not None
+        return False
+
+    def _enter(self, name: str, *, agency: bool) -> None:
+        self.section, self.section_agency = name, (name if agency else None)
+        self.current = None  # never join a row to an action from another section
+
+    # --- table rows ------------------------------------------------------------------------
+    def _row(self, line: Line) -> None:
+        assert self.roles is not None
+        cells = self._cells(line)
+        if not any(cells.values()):
+            return
+        if all(_DEBRIS.match(v) for v in line.cells):
+            return
+        if "section" in cells and cells["section"] and cells["section"] != self.section:
+            self._enter(cells["section"], agency=cells["section"].lower() != OVERVIEW)
+        ref, rec_text = self._ref(cells)
+        if ref is not None:
+            self._start(line, ref, rec_text, cells)
+        elif self._second_action(cells):
+            assert self.current is not None
+            self.current.rec_text = join(self.current.rec_text, rec_text)
+            self._start(line, self.current.rec_ref, None, cells)
+        elif self.current is not None:
+            self._continue(rec_text, cells)
+        else:
+            self.plan.ignored.append((line.number, "a row with no recommendation to belong to"))
+
+    def _cells(self, line: Line) -> dict[str, str]:
+        assert self.roles is not None
+        out: dict[str, str] = {}
+        for i, role in self.roles.items():
+            out[role] = clean(line.cells[i]) if i < len(line.cells) else ""
+        extra = [clean(c) for c in line.cells[max(self.roles) + 1 :] if c.strip()]
+        if extra:  # cells past the header's width belong to the last column
+            last = self.roles[max(self.roles)]
+            out[last] = " ".join([out[last], *extra]).strip()
+        return out
+
+    def _ref(self, cells: dict[str, str]) -> tuple[str | None, str]:
+        rec = cells.get("recommendation", "")
+        if "ref" in cells:
+            m = _REF_ONLY.match(cells["ref"])
+            return (m["ref"] if m else None), rec
+        for pattern in (_REF_WORDED, _REF_BARE):
+            m = pattern.match(rec)
+            if m:
+                return (m["ref"] or m["dotted"]), rec[m.end() :].strip()
+        return None, rec
+
+    def _second_action(self, cells: dict[str, str]) -> bool:
+        """A row without a ref that brings its own holder and target under a complete action."""
+        cur = self.current
+        if cur is None or not cur.target or not (cur.owner or cur.agency):
+            return False
+        holder = cells.get("owner") or cells.get("agency") or ""
+        target = cells.get("target", "")
+        return _fresh(holder) and _fresh(target)
+
+    def _start(self, line: Line, ref: str, rec_text: str | None, cells: dict[str, str]) -> None:
+        same_rec = [r for r in self.plan.rows if r.section == self.section and r.rec_ref == ref]
+        row = PlanRow(
+            line=line.number,
+            section=self.section,
+            section_agency=self.section_agency,
+            rec_ref=ref,
+            index=len(same_rec) + 1,
+        )
+        row.rec_text = (
+            rec_text if rec_text is not None else (same_rec[0].rec_text if same_rec else "")
+        )
+        for role in ("scope", "text", "agency", "owner", "milestones", "target", "outcome"):
+            setattr(row, role, cells.get("action" if role == "text" else role, ""))
+        self._agency_in_action_column(row)
+        self.plan.rows.append(row)
+        self.current = row
+
+    def _agency_in_action_column(self, row: PlanRow) -> None:
+        # "Action Required by Agency" columns hold either the agency's name or the action.
+        assert self.roles is not None
+        header = next((i for i, r in self.roles.items() if r == "action"), None)
+        if row.agency or header is None:
+            return
+        if "agency" in normalise_header(self.header[header]) and _looks_like_name(row.text):
+            row.agency, row.text, row.agency_from_action = row.text, "", True
+
+    def _continue(self, rec_text: str, cells: dict[str, str]) -> None:
+        cur = self.current
+        assert cur is not None
+        cur.rec_text = join(cur.rec_text, rec_text)
+        for role in ("scope", "agency", "owner", "milestones", "target", "outcome"):
+            if cells.get(role):
+                setattr(cur, role, join(getattr(cur, role), cells[role]))
+        if cells.get("action"):
+            cur.text = join(cur.text, cells["action"])
+
+
+def _fresh(text: str) -> bool:
+    """Starts like a cell of its own (capital or digit), not the tail of a wrapped one."""
+    return bool(text) and (text[0].isupper() or text[0].isdigit())
+
+
+def _looks_like_name(text: str) -> bool:
+    words = text.split()
+    if not words or len(words) > 10 or "\n" in text or text.rstrip().endswith("."):
+        return False
+    significant = [w for w in words if w.lower() not in _SMALL_WORDS]
+    capitalised = sum(1 for w in significant if w[0].isupper())
+    return bool(significant) and capitalised / len(significant) >= 0.6
+
+
+def parse_lines(lines: Sequence[Line]) -> ParsedPlan:
+    return _Parser(lines).run()

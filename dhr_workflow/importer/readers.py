@@ -1,0 +1,189 @@
+"""Plan documents to lines of cells, whatever the format.
+
+Every reader yields :class:`Line` objects: the cells of one table row, or a single cell for a
+paragraph or heading. The parser (``parse.py``) never needs to know which format it came from.
+Extracted text: one line per row, cells separated by tabs. CSV/XLSX: one line per sheet row.
+DOCX: paragraphs and table rows in document order.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from dhr_workflow.errors import InvalidInput
+
+Format = Literal["text", "csv", "xlsx", "docx"]
+FORMATS: tuple[Format, ...] = ("text", "csv", "xlsx", "docx")
+_EXTENSIONS: dict[str, Format] = {
+    ".txt": "text", ".tsv": "text", ".text": "text", ".csv": "csv", ".xlsx": "xlsx",
+    ".xlsm": "xlsx", ".docx": "docx",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int  # 1-based line, row or paragraph number in the source, for messages
+    cells: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    format: Format
+    lines: list[Line]
+    sha256: str
+
+
+def read_source(path: Path, fmt: Format | Literal["auto"] = "auto") -> Source:
+    """All lines of a plan file; a clear :class:`InvalidInput` for anything unreadable."""
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise InvalidInput(f"{path}: is a directory, not a plan file") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read file ({exc.strerror})") from None
+    if not data.strip():
+        raise InvalidInput(f"{path}: the file is empty")
+    chosen = detect_format(path, data) if fmt == "auto" else fmt
+    if chosen in ("text", "csv") and (data[:4] == b"PK\x03\x04" or b"\x00" in data[:4096]):
+        raise InvalidInput(f"{path}: a binary file, not {chosen}; use --format auto")
+    reader = {"text": _text, "csv": _csv, "xlsx": _xlsx, "docx": _docx}[chosen]
+    return Source(path, chosen, list(reader(path, data)), hashlib.sha256(data).hexdigest())
+
+
+def detect_format(path: Path, data: bytes) -> Format:
+    """From the content first (a .txt that is really a Word file is still a Word file)."""
+    if data[:4] == b"PK\x03\x04":
+        return _office_kind(path, data)
+    if b"\x00" in data[:4096]:
+        raise InvalidInput(f"{path}: a binary file, not a plan (use text, CSV, XLSX or DOCX)")
+    by_extension = _EXTENSIONS.get(path.suffix.lower())
+    if by_extension in ("text", "csv"):
+        return by_extension
+    first = _decode(path, data[:8192]).splitlines()[:20]
+    return (
+        "text"
+        if sum("\t" in line for line in first) >= sum("," in line for line in first)
+        else "csv"
+    )
+
+
+def _office_kind(path: Path, data: bytes) -> Format:
+    try:
+        names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    except zipfile.BadZipFile:
+        raise InvalidInput(f"{path}: a damaged ZIP/Office file; save it again and retry") from None
+    if "word/document.xml" in names:
+        return "docx"
+    if "xl/workbook.xml" in names:
+        return "xlsx"
+    raise InvalidInput(
+        f"{path}: a ZIP file that is neither a Word (.docx) nor an Excel (.xlsx) document"
+    )
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        # Windows "ANSI" is what Excel and Word save as on UK machines when not told UTF-8.
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"{path}: not a text file in UTF-8 or Windows-1252; save it as UTF-8"
+        ) from None
+
+
+def _text(path: Path, data: bytes) -> Iterator[Line]:
+    for number, line in enumerate(_decode(path, data).splitlines(), start=1):
+        yield Line(number, tuple(line.split("\t")))
+
+
+def _csv(path: Path, data: bytes) -> Iterator[Line]:
+    text = _decode(path, data)
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], ",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    try:
+        for number, row in enumerate(csv.reader(io.StringIO(text), dialect), start=1):
+            yield Line(number, tuple(row) if row else ("",))
+    except csv.Error as exc:
+        raise InvalidInput(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        return value.strftime("%d/%m/%Y")  # a real date cell: written UK-style for the grammar
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _xlsx(path: Path, data: bytes) -> Iterator[Line]:
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for damaged files
+        raise InvalidInput(
+            f"{path}: not a readable Excel workbook ({exc.__class__.__name__})"
+        ) from None
+    number = 0
+    for sheet in book.worksheets:
+        for row in sheet.iter_rows(values_only=True):
+            number += 1
+            cells = [_cell_text(v) for v in row]
+            while len(cells) > 1 and not cells[-1].strip():
+                cells.pop()  # read-only sheets pad rows to the widest row; keep real widths
+            yield Line(number, tuple(cells) if len(cells) > 1 else (*cells, ""))
+    book.close()
+
+
+def _docx(path: Path, data: bytes) -> Iterator[Line]:
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # python-docx raises several types for damaged files
+        raise InvalidInput(
+            f"{path}: not a readable Word document ({exc.__class__.__name__})"
+        ) from None
+    number = 0
+    for block in document.iter_inner_content():
+        if isinstance(block, Paragraph):
+            number += 1
+            yield Line(number, (block.text,))
+        elif isinstance(block, Table):
+            for row in block.rows:
+                number += 1
+                yield Line(number, tuple(_unmerged(row.cells)))
+
+
+def _unmerged(cells: list[object]) -> list[str]:
+    """Merged cells come back once per grid column; keep each real cell once."""
+    seen: list[object] = []
+    texts = []
+    for cell in cells:
+        tc = getattr(cell, "_tc", cell)
+        if seen and seen[-1] is tc:
+            continue
+        seen.append(tc)
+        texts.append("\n".join(p.text for p in cell.paragraphs))  # type: ignore[attr-defined]
+    return texts

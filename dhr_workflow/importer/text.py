@@ -1,0 +1,51 @@
+"""Cell text clean-up: HTML fragments from PDF extraction to plain text."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+_BLOCK = {"p", "div", "br", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table"}
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_BULLET = re.compile(r"\s+[•▪●◦]\s+")
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "li":
+            self.parts.append("\n• ")
+        elif tag in _BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCK or tag == "li":
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def clean(cell: str) -> str:
+    """Plain text: tags removed (paragraphs and list items kept as lines), spaces tidied."""
+    if "<" in cell or "&" in cell:
+        parser = _Text()
+        parser.feed(cell)
+        parser.close()
+        cell = "".join(parser.parts)
+    cell = _BULLET.sub("\n• ", cell)
+    lines = (_SPACES.sub(" ", line).strip() for line in cell.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def join(first: str, more: str) -> str:
+    """A cell continued on the next row (a page or line break in the source)."""
+    if not first:
+        return more
+    if not more:
+        return first
+    sep = "\n" if more.startswith("•") else " "
+    return f"{first}{sep}{more}"
