@@ -129,7 +129,9 @@ def update(
     before = snapshot(action)
     if change.due is not None and change.due != action.due_date:
         _set_due(action, change.due)
-    if change.status is not None:
+    if change.completed_on is not None and change.completed_on > today:
+        raise InvalidInput(f"--completed-on {change.completed_on} is in the future")
+    if change.status is not None and change.status != action.status:
         _set_status(action, change.status, change.completed_on or today)
     elif change.completed_on is not None:
         if action.status != ActionStatus.COMPLETED:
@@ -175,8 +177,6 @@ def _set_due(action: Action, due: dt.date) -> None:
 
 
 def _set_status(action: Action, status: ActionStatus, completed_on: dt.date) -> None:
-    if status == action.status:
-        return
     if status == ActionStatus.COMPLETED:
         action.completed_on = completed_on
     elif action.status == ActionStatus.COMPLETED:
@@ -216,6 +216,7 @@ def find_or_create_recommendation(
     text: str,
     scope: str | None,
     now: dt.datetime,
+    actor: str,
 ) -> Recommendation:
     rec = session.scalar(
         select(Recommendation).where(
@@ -230,6 +231,20 @@ def find_or_create_recommendation(
         )
         session.add(rec)
         session.flush()
+        audit.record(
+            session,
+            now=now,
+            actor=actor,
+            kind="recommendation.create",
+            subject=f"recommendation:{rec.id}",
+            data={
+                "review_id": review_id,
+                "section": section,
+                "ref": ref,
+                "text": text,
+                "scope": scope,
+            },
+        )
     return rec
 
 
@@ -257,6 +272,7 @@ def create(
             text=recommendation_text,
             scope=scope,
             now=now,
+            actor=actor,
         )
         if recommendation is not None
         else None

@@ -10,9 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dhr_workflow import audit
+from dhr_workflow.errors import InvalidInput
 from dhr_workflow.models import Agency, AgencyAlias
 
-_NON_WORD = re.compile(r"[^a-z0-9]+")
+_NON_WORD = re.compile(r"[\W_]+")
 _PARENTHESES = re.compile(r"\([^)]*\)?")
 # Abbreviations plans use for the same bodies; both spellings get the same key.
 ABBREVIATIONS = {
@@ -26,6 +27,7 @@ ABBREVIATIONS = {
     "csp": "community safety partnership",
     "wcc": "westminster city council",
 }
+NAME_LIMIT = 300  # the column's width
 # Words that add nothing to an agency's identity at the end of its name.
 _GENERIC_TAIL = {"service", "services"}
 
@@ -33,14 +35,16 @@ _GENERIC_TAIL = {"service", "services"}
 def alias_key(name: str) -> str:
     """A spelling-insensitive key: case, accents, punctuation, "&"/"and", a leading "the",
     known abbreviations and a trailing "service"."""
-    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    decomposed = unicodedata.normalize("NFKD", name)
+    # Accents go (Societe = Société); letters of any script stay.
+    folded = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
     folded = folded.replace("&", " and ")
     words = " ".join(ABBREVIATIONS.get(w, w) for w in _NON_WORD.sub(" ", folded).split()).split()
     if words and words[0] == "the":
         words = words[1:]
     while len(words) > 1 and words[-1] in _GENERIC_TAIL:
         words.pop()
-    return " ".join(words)
+    return " ".join(words)[:300]  # the alias column's width
 
 
 def _by_key(session: Session, key: str) -> Agency | None:
@@ -67,6 +71,10 @@ def find_or_create(session: Session, name: str, *, now: dt.datetime, actor: str)
             session.flush()
         return existing
     clean = " ".join(name.split())
+    if not alias_key(clean):
+        raise InvalidInput(f"agency name {name!r} has no letters or digits")
+    if len(clean) > NAME_LIMIT:
+        raise InvalidInput(f"agency name {clean[:40]!r}... is longer than {NAME_LIMIT} characters")
     agency = Agency(name=clean, created_at=now)
     agency.aliases.append(AgencyAlias(alias_key=alias_key(clean)))
     session.add(agency)

@@ -13,6 +13,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from typing import Any
 from sqlalchemy import ScalarResult, select, text
 from sqlalchemy.orm import Session
 
-from dhr_workflow.models import AuditEvent
+from dhr_workflow.errors import InvalidInput
+from dhr_workflow.models import Agency, AuditEvent, Review
 
 GENESIS = "0" * 64
 # Any constant works; it only has to be the same for every writer of this database.
@@ -106,7 +108,21 @@ class Verification:
 def verify(session: Session) -> Verification:
     """Walk the chain in order; report the first event that is altered or follows a gap."""
     with closing(_in_order(session)) as rows:
-        return _walk(rows)
+        result = _walk(rows)
+    if result.ok and result.count == 0 and _store_has_data(session):
+        return Verification(
+            False,
+            0,
+            GENESIS,
+            "the audit log is empty but the store holds reviews or agencies: "
+            "its events were removed",
+        )
+    return result
+
+
+def _store_has_data(session: Session) -> bool:
+    # Every review and agency is created through an audited write, so none can predate the log.
+    return any(session.scalar(select(t.id).limit(1)) is not None for t in (Review, Agency))
 
 
 def _walk(rows: Iterator[AuditEvent]) -> Verification:
@@ -157,25 +173,35 @@ EXPORT_COLUMNS = ["seq", "at", "actor", "kind", "subject", "data", "prev_hash", 
 
 
 def export_csv(session: Session, path: Path) -> int:
-    """Write every event to ``path`` (atomically: a temporary file renamed into place)."""
+    """Write every event to ``path`` atomically (a temporary file renamed into place), readable
+    by its owner only, like the database: the log quotes plan text and names."""
     tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            count = _write_events(session, csv.writer(fh))
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InvalidInput(f"{path}: cannot write the export ({exc.strerror})") from None
+    return count
+
+
+def _write_events(session: Session, writer: Any) -> int:
+    writer.writerow(EXPORT_COLUMNS)
     count = 0
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(EXPORT_COLUMNS)
-        for ev in _in_order(session):  # runs to the end, which closes the cursor
-            writer.writerow(
-                [
-                    ev.seq,
-                    ev.at.isoformat(),
-                    ev.actor,
-                    ev.kind,
-                    ev.subject,
-                    ev.data,
-                    ev.prev_hash,
-                    ev.hash,
-                ]
-            )
-            count += 1
-    tmp.replace(path)
+    for ev in _in_order(session):  # runs to the end, which closes the cursor
+        writer.writerow(
+            [
+                ev.seq,
+                ev.at.isoformat(),
+                ev.actor,
+                ev.kind,
+                ev.subject,
+                ev.data,
+                ev.prev_hash,
+                ev.hash,
+            ]
+        )
+        count += 1
     return count

@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from dhr_workflow import __version__, actions, agencies, anchors, audit, contacts, db, reviews
 from dhr_workflow.config import Settings, load_settings
@@ -24,6 +24,8 @@ from dhr_workflow.importer.apply import ImportReport, apply_plan
 from dhr_workflow.importer.parse import parse_lines
 from dhr_workflow.importer.readers import FORMATS, read_source
 from dhr_workflow.models import ActionStatus, ReviewStatus
+
+ACTOR_LIMIT = 200  # the audit column's width
 
 
 class App:
@@ -34,6 +36,8 @@ class App:
         self._settings: Settings | None = None
         self._store: db.Store | None = None
         self.actor = actor or f"cli:{_login()}"
+        if not self.actor.strip() or len(self.actor) > ACTOR_LIMIT:
+            raise UserError(f"--actor must be 1 to {ACTOR_LIMIT} characters")
 
     @property
     def settings(self) -> Settings:
@@ -41,10 +45,11 @@ class App:
             self._settings = load_settings(self._config)
         return self._settings
 
-    def store(self, *, check_schema: bool = True) -> db.Store:
+    def store(self, *, init: bool = False) -> db.Store:
+        """The store, schema-checked (``init`` creates a missing SQLite file instead)."""
         if self._store is None:
-            self._store = db.Store(self.settings.database_url)
-            if check_schema:
+            self._store = db.Store(self.settings.database_url, create=init)
+            if not init:
                 db.check_schema(self._store.engine)
         return self._store
 
@@ -76,15 +81,35 @@ class _Failure(click.ClickException):
 class _Group(click.Group):
     """Turns user errors anywhere below into one line on stderr and exit status 2."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _usage_failure(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _usage_failure(exc) from None
         except UserError as exc:
             raise _Failure(str(exc)) from None
-        except OperationalError as exc:
+        except DBAPIError as exc:
             app = ctx.find_object(App)
             url = app.settings.database_url_for_display if app else "?"
-            raise _Failure(str(db.describe_connection_error(exc, url))) from None
+            raise _Failure(str(db.describe_database_error(exc, url))) from None
+
+
+def _usage_failure(exc: click.UsageError) -> _Failure:
+    where = f"{exc.ctx.command_path}: " if exc.ctx else ""
+    hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
+    return _Failure(f"{where}{exc.format_message().rstrip('.')}{hint}")
 
 
 class DateParam(click.ParamType):  # type: ignore[type-arg]  # generic only in click >= 8.5
@@ -125,9 +150,19 @@ def main(ctx: click.Context, config: Path | None, actor: str | None) -> None:
 @pass_app
 def init(app: App) -> None:
     """Create the database schema, or upgrade it to this version."""
-    store = app.store(check_schema=False)
+    store = app.store(init=True)
     before, after = db.upgrade(store.engine)
     where = app.settings.database_url_for_display
+    if before != after:
+        with store.transaction() as s:
+            audit.record(
+                s,
+                now=app.now(),
+                actor=app.actor,
+                kind="schema.upgrade",
+                subject="schema",
+                data={"from": before, "to": after},
+            )
     if before == after:
         click.echo(f"schema already up to date ({after}) in {where}")
     else:
@@ -204,7 +239,7 @@ def _review_fields(opts: dict[str, Any]) -> dict[str, Any]:
 @pass_app
 def reviews_list(app: App, as_json: bool) -> None:
     """List reviews with their action counts."""
-    with app.store().transaction() as s:
+    with app.store().reading() as s:
         rows = reviews.list_with_counts(s)
     if as_json:
         _print_json([{**reviews.snapshot(r), "actions": n, "open_actions": o} for r, n, o in rows])
@@ -243,7 +278,9 @@ def import_plan(
     plan = parse_lines(source.lines)
     if not plan.rows:
         raise UserError(_no_actions_message(path, plan.headers_found))
-    with app.store().transaction() as s, _progress(len(plan.rows), not as_json) as advance:
+    store = app.store()
+    session = store.reading() if dry_run else store.transaction()
+    with session as s, _progress(len(plan.rows), not as_json) as advance:
         report = apply_plan(
             s,
             review_ref,
@@ -329,7 +366,7 @@ def agencies_group() -> None:
 @pass_app
 def agencies_list(app: App) -> None:
     """List agencies."""
-    with app.store().transaction() as s:
+    with app.store().reading() as s:
         rows = [[str(a.id), a.name] for a in agencies.list_all(s)]
     _table(["id", "name"], rows)
 
@@ -347,7 +384,10 @@ def contacts_import(app: App, file: Path) -> None:
     rows = contacts.read_csv(file)
     with app.store().transaction() as s:
         result = contacts.import_rows(s, rows, now=app.now(), actor=app.actor, source=file.name)
-    click.echo(f"{file}: {result.created} contact(s) added, {result.unchanged} already present")
+    click.echo(
+        f"{file}: {result.created} contact(s) added, {result.updated} renamed, "
+        f"{result.unchanged} already present"
+    )
 
 
 @contacts_group.command("list")
@@ -355,7 +395,7 @@ def contacts_import(app: App, file: Path) -> None:
 @pass_app
 def contacts_list(app: App, as_json: bool) -> None:
     """List contacts."""
-    with app.store().transaction() as s:
+    with app.store().reading() as s:
         rows = [contacts.describe(c) for c in contacts.list_all(s)]
     if as_json:
         _print_json(rows)
@@ -391,7 +431,7 @@ def actions_list(
 ) -> None:
     """List actions."""
     flt = actions.ActionFilter(review, ActionStatus(status) if status else None, agency, due_before)
-    with app.store().transaction() as s:
+    with app.store().reading() as s:
         rows = [actions.to_dict(a) for a in actions.list_actions(s, flt)]
     if as_json:
         _print_json(rows)
@@ -414,7 +454,7 @@ def actions_list(
 
 
 @actions_group.command("update")
-@click.argument("action_id", metavar="ID", type=int)
+@click.argument("action_id", metavar="ID", type=click.IntRange(1, 2**31 - 1))
 @click.option("--status", type=STATUS)
 @click.option("--due", type=DATE, help="New due date (needs --reason).")
 @click.option("--reason", help="Why the due date changed (kept in the audit log).")
@@ -458,7 +498,7 @@ def audit_group() -> None:
 def audit_list(app: App, since: dt.date | None, as_json: bool) -> None:
     """List audit events."""
     start = dt.datetime.combine(since, dt.time(), app.settings.tz) if since else None
-    with app.store().transaction() as s:
+    with app.store().reading() as s:
         rows = [audit.event_dict(e) for e in audit.events(s, start)]
     if as_json:
         _print_json(rows)
@@ -473,7 +513,7 @@ def audit_list(app: App, since: dt.date | None, as_json: bool) -> None:
 @pass_app
 def audit_verify(app: App) -> None:
     """Check the hash chain; exit 1 at the first altered or missing event."""
-    with app.store().transaction() as s:
+    with app.store().reading() as s:
         result = audit.verify(s)
     if not result.ok:
         click.echo(
@@ -495,9 +535,7 @@ def audit_verify(app: App) -> None:
 @pass_app
 def audit_export(app: App, csv_path: Path) -> None:
     """Export the audit log as CSV."""
-    if not csv_path.parent.is_dir():
-        raise UserError(f"{csv_path}: directory {csv_path.parent} does not exist")
-    with app.store().transaction() as s:
+    with app.store().reading() as s:
         count = audit.export_csv(s, csv_path)
     click.echo(f"wrote {count} events to {csv_path}")
 

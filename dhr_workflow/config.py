@@ -137,10 +137,12 @@ def _check_toml(path: Path) -> None:
         raise ConfigError(
             f"config file {path} does not exist (check --config / DHR_CONFIG)"
         ) from None
-    except OSError as exc:
+    except OSError as exc:  # a directory, no permission...
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dhr_workflow.errors import SchemaOutOfDate, UserError
@@ -22,45 +22,64 @@ from dhr_workflow.errors import SchemaOutOfDate, UserError
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine configured for our use of each backend."""
+def make_engine(url: str, *, create: bool = False, immediate: bool = True) -> Engine:
+    """An engine configured for our use of each backend.
+
+    A SQLite file is created (owner-only) only when ``create`` is set, by `init`: every other
+    command on a missing file says to run `init` instead of leaving an empty file behind.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        _create_private(Path(parsed.database))
+    path = _sqlite_file(url)
+    if path is not None and create:
+        _create_private(path)
+    elif path is not None and not path.exists():
+        raise SchemaOutOfDate(f"no database at {path}; run `dhr-workflow init` first")
     engine = create_engine(url, connect_args={"timeout": 30})
-    _serialise_sqlite_writers(engine)
+    _configure_sqlite(engine, immediate=immediate)
     return engine
+
+
+def _sqlite_file(url: str) -> Path | None:
+    parsed = make_url(url)
+    if not parsed.database or parsed.database == ":memory:" or parsed.query.get("uri"):
+        return None
+    return Path(parsed.database)
 
 
 def _create_private(path: Path) -> None:
     # Plan text can be confidential: a new database file is readable by its owner only.
-    if not path.exists():
+    if path.exists():
+        return
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise UserError(f"cannot create the database file {path}: {exc.strerror}") from None
 
 
-def _serialise_sqlite_writers(engine: Engine) -> None:
-    """Start every SQLite transaction with BEGIN IMMEDIATE.
+def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
+    """Foreign keys, WAL, recursive triggers; writers start with BEGIN IMMEDIATE.
 
     A deferred transaction that reads the audit chain head and then writes would fail with
     SQLITE_BUSY_SNAPSHOT if another process committed in between; taking the write lock up front
-    makes concurrent processes queue (up to the busy timeout) instead.
+    makes concurrent writers queue (up to the busy timeout) instead. Readers stay deferred so
+    they never wait for a writer. Recursive triggers make INSERT OR REPLACE fire the audit
+    log's delete guard.
     """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        for pragma in ("foreign_keys=ON", "journal_mode=WAL", "recursive_triggers=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -105,12 +124,15 @@ def check_schema(engine: Engine) -> None:
 
 
 class Store:
-    """The database: an engine plus a session factory."""
+    """The database: an engine for writers, one for readers, and their sessions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = False) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, create=create)
+        sqlite = self.engine.dialect.name == "sqlite"
+        self.read_engine = make_engine(url, immediate=False) if sqlite else self.engine
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(self.read_engine, expire_on_commit=False)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -118,10 +140,18 @@ class Store:
         with self._sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only view that never waits for writers; rolled back at the end."""
+        with self._readers() as session:  # closing the session rolls its transaction back
+            yield session
+
     def dispose(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()
 
 
-def describe_connection_error(exc: OperationalError, display_url: str) -> UserError:
+def describe_database_error(exc: DBAPIError, display_url: str) -> UserError:
+    """One line for a database problem a user can act on (unreachable, not a database, ...)."""
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
     return UserError(f"cannot use the database {display_url}: {reason}")

@@ -13,6 +13,7 @@ from dhr_workflow.errors import InvalidInput, NotFound
 from dhr_workflow.models import CLOSED_STATUSES, Action, Review, ReviewStatus
 
 ANCHORS = ("plan_agreed_on", "report_accepted_on", "published_on", "completed_on")
+REF_LIMIT, PARTNERSHIP_LIMIT = 100, 200  # the columns' widths
 EDITABLE = ("title", "partnership", "status", *ANCHORS)
 
 
@@ -29,6 +30,8 @@ def add(
     ref = ref.strip()
     if not ref:
         raise InvalidInput("a review needs a non-empty ref")
+    if len(ref) > REF_LIMIT:
+        raise InvalidInput(f"a review ref is at most {REF_LIMIT} characters")
     if not title.strip():
         raise InvalidInput("a review needs a non-empty --title")
     if session.scalar(select(Review.id).where(Review.ref == ref)) is not None:
@@ -84,6 +87,12 @@ def _checked(fields: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise InvalidInput(f"unknown review field(s): {', '.join(sorted(unknown))}")
     values = {k: v for k, v in fields.items() if v is not None}
+    if "title" in values:
+        values["title"] = values["title"].strip()
+        if not values["title"]:
+            raise InvalidInput("a review's --title cannot be empty")
+    if len(values.get("partnership") or "") > PARTNERSHIP_LIMIT:
+        raise InvalidInput(f"--partnership is at most {PARTNERSHIP_LIMIT} characters")
     if "status" in values and values["status"] not in set(ReviewStatus):
         raise InvalidInput(f"review status must be one of: {', '.join(ReviewStatus)}")
     return values

@@ -16,11 +16,11 @@ from tests.conftest import CliFn
 
 
 def _error_line(result: Any) -> str:
-    """A user mistake: exit 2, exactly one line on stderr, no traceback."""
+    """A user mistake: exit 2, and stderr is exactly one line starting "error: "."""
     assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith(("error:", "Error:"))]
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
     return lines[0]
 
 
@@ -119,7 +119,7 @@ def test_contacts_import_and_list(cli: CliFn, tmp_path: Path) -> None:
     cli("reviews", "add", "WCA", "--title", "Case A")
     result = cli("contacts", "import", str(_write(tmp_path, GOOD_CSV)))
     assert result.exit_code == 0, result.stderr
-    assert "5 contact(s) added, 0 already present" in result.stdout
+    assert "5 contact(s) added, 0 renamed, 0 already present" in result.stdout
     rows = json.loads(cli("contacts", "list", "--json").stdout)
     assert len(rows) == 5
     by_role = {r["role"]: r for r in rows}
@@ -136,7 +136,7 @@ def test_contacts_reimport_is_idempotent(cli: CliFn, tmp_path: Path, store: db.S
     path = _write(tmp_path, GOOD_CSV)
     cli("contacts", "import", str(path))
     again = cli("contacts", "import", str(path))
-    assert "0 contact(s) added, 5 already present" in again.stdout
+    assert "0 contact(s) added, 0 renamed, 5 already present" in again.stdout
     with store.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Contact)) == 5
 
@@ -170,6 +170,30 @@ def test_contacts_csv_with_excel_bom(cli: CliFn, tmp_path: Path) -> None:
         ),
         ("agency,role,name,email\n", "no contacts found"),
         ("", "missing column(s) agency, role, name, email"),
+        (
+            "agency,role,name,email,review\n,family_liaison,A,a@x.org.uk,\n",
+            "contacts.csv:2: review: a family_liaison contact needs the review's ref",
+        ),
+        (
+            "agency,role,name,email\nPolice,chair,A,a@x.org.uk\n",
+            "contacts.csv:2: agency: a chair is not an agency's contact",
+        ),
+        (
+            "agency,role,name,email,review\nPolice,lead,A,a@x.org.uk,WCA\n",
+            "contacts.csv:2: review: a lead contact belongs to an agency",
+        ),
+        (
+            "agency,role,name,email\nPolice,lead," + "N" * 201 + ",a@x.org.uk\n",
+            "contacts.csv:2: name: longer than 200 characters",
+        ),
+        (
+            'agency,role,name,email\n"Police\n\nHQ",lead,A,a@x.org.uk\n\n\nPolice,boss,B,b@x.org.uk\n',
+            "contacts.csv:7: role: 'boss'",
+        ),
+        (
+            "agency,role,name,email\n---,lead,A,a@x.org.uk\n",
+            "agency name '---' has no letters or digits",
+        ),
     ],
 )
 def test_bad_contacts_csv_writes_nothing(
@@ -185,7 +209,8 @@ def test_bad_contacts_csv_writes_nothing(
 def test_bad_row_after_good_rows_writes_nothing(
     cli: CliFn, tmp_path: Path, store: db.Store
 ) -> None:
-    text = GOOD_CSV.replace(",WCA", ",") + "Police,lead,Bad Row,bad@@police.uk,\n"
+    cli("reviews", "add", "WCA", "--title", "Case A")
+    text = GOOD_CSV + "Police,lead,Bad Row,bad@@police.uk,\n"
     line = _error_line(cli("contacts", "import", str(_write(tmp_path, text))))
     assert "contacts.csv:7: email" in line and "nothing from this file was imported" in line
     with store.transaction() as s:
@@ -195,7 +220,10 @@ def test_bad_row_after_good_rows_writes_nothing(
 def test_binary_and_missing_contacts_files(cli: CliFn, tmp_path: Path) -> None:
     binary = tmp_path / "photo.csv"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
-    assert "not a UTF-8 text CSV file" in _error_line(cli("contacts", "import", str(binary)))
+    assert "a binary file, not a CSV" in _error_line(cli("contacts", "import", str(binary)))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("agency,role,name,email\nPolice,lead,Zoë,z@police.uk\n".encode("latin-1"))
+    assert "not a UTF-8 text CSV file" in _error_line(cli("contacts", "import", str(latin)))
     missing = _error_line(cli("contacts", "import", str(tmp_path / "nope.csv")))
     assert "nope.csv: cannot read file" in missing
 
@@ -410,3 +438,111 @@ def test_config_error_is_one_line(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(main, ["reviews", "list"], env={"DHR_TIMEZONE": "Nowhere/Town"})
     assert "setting timezone (DHR_TIMEZONE)" in _error_line(result)
+
+
+def test_contact_renamed_on_reimport(cli: CliFn, tmp_path: Path) -> None:
+    cli(
+        "contacts",
+        "import",
+        str(_write(tmp_path, "agency,role,name,email\nPolice,lead,Jo,j@p.uk\n")),
+    )
+    result = cli(
+        "contacts",
+        "import",
+        str(_write(tmp_path, "agency,role,name,email\nPolice,lead,Jo Smith,j@p.uk\n")),
+    )
+    assert "0 contact(s) added, 1 renamed" in result.stdout
+    [contact] = json.loads(cli("contacts", "list", "--json").stdout)
+    assert contact["name"] == "Jo Smith"
+    assert json.loads(cli("audit", "list", "--json").stdout)[-2]["kind"] == "contact.update"
+
+
+def test_multiline_cell_is_kept(cli: CliFn, tmp_path: Path) -> None:
+    text = 'agency,role,name,email\n"West Mercia\nPolice",lead,Ann,ann@wm.police.uk\n'
+    assert cli("contacts", "import", str(_write(tmp_path, text))).exit_code == 0
+    [contact] = json.loads(cli("contacts", "list", "--json").stdout)
+    assert contact["agency"] == "West Mercia Police"  # whitespace in names is normalised
+
+
+def test_unicode_agency_names_stay_distinct(cli: CliFn, tmp_path: Path) -> None:
+    text = "agency,role,name,email\n警察,lead,A,a@x.org.uk\n消防,lead,B,b@x.org.uk\n"
+    assert cli("contacts", "import", str(_write(tmp_path, text))).exit_code == 0
+    rows = json.loads(cli("contacts", "list", "--json").stdout)
+    assert {r["agency"] for r in rows} == {"警察", "消防"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["reviews", "add", "R" * 101, "--title", "x"], "at most 100 characters"),
+        (
+            ["reviews", "add", "R1", "--title", "x", "--partnership", "P" * 201],
+            "--partnership is at most 200 characters",
+        ),
+        (["--actor", "A" * 201, "reviews", "list"], "--actor must be 1 to 200 characters"),
+        (
+            ["actions", "update", "99999999999999999999", "--status", "completed"],
+            "is not in the range 1<=x<=2147483647",
+        ),
+        (["nonsense"], "No such command 'nonsense'"),
+        (["actions", "list", "--bogus"], "No such option '--bogus'"),
+    ],
+)
+def test_more_mistakes_are_one_line(cli: CliFn, args: list[str], message: str) -> None:
+    assert message in _error_line(cli(*args))
+
+
+def test_blank_title_is_refused_on_set(cli: CliFn) -> None:
+    cli("reviews", "add", "R1", "--title", "One")
+    assert "cannot be empty" in _error_line(cli("reviews", "set", "R1", "--title", "   "))
+
+
+def test_completion_date_can_be_corrected_not_future(
+    cli: CliFn, sample_review: Callable[..., Any]
+) -> None:
+    ids = sample_review("WCA")
+    aid = str(ids["probation"])  # already completed
+    r = cli("actions", "update", aid, "--status", "completed", "--completed-on", "2024-01-02")
+    assert r.exit_code == 0, r.stderr
+    row = next(
+        x for x in json.loads(cli("actions", "list", "--json").stdout) if x["id"] == int(aid)
+    )
+    assert row["completed_on"] == "2024-01-02"
+    assert "is in the future" in _error_line(
+        cli("actions", "update", aid, "--completed-on", "2999-01-01")
+    )
+
+
+def test_not_a_database_and_unwritable_paths(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dhr_workflow.cli import main
+
+    text_file = tmp_path / "notes.db"
+    text_file.write_text("shopping list\n" * 200)
+    result = CliRunner().invoke(
+        main, ["reviews", "list"], env={"DHR_DATABASE_URL": f"sqlite:///{text_file}"}
+    )
+    assert "file is not a database" in _error_line(result)
+    result = CliRunner().invoke(
+        main, ["init"], env={"DHR_DATABASE_URL": "sqlite:////proc/nope/x.db"}
+    )
+    assert "cannot create the database file /proc/nope/x.db" in _error_line(result)
+    result = CliRunner().invoke(
+        main, ["reviews", "list"], env={"DHR_DATABASE_URL": f"sqlite:///{tmp_path / 'typo.db'}"}
+    )
+    assert "no database at" in _error_line(result)
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_bad_config_files_are_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dhr_workflow.cli import main
+
+    binary = tmp_path / "dhr.toml"
+    binary.write_bytes(b"\xff\xfe\x00t")
+    result = CliRunner().invoke(main, ["--config", str(binary), "reviews", "list"])
+    assert "is not UTF-8 text" in _error_line(result)
+    result = CliRunner().invoke(main, ["--config", str(tmp_path), "reviews", "list"])
+    assert "Invalid value for '--config'" in _error_line(result)

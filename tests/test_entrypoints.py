@@ -42,7 +42,7 @@ def test_user_mistakes_in_a_real_process_are_one_line(tmp_path: Path) -> None:
     not_init = _run(*dhr, "actions", "list", cwd=tmp_path)
     assert not_init.returncode == 2
     assert not_init.stderr.strip() == (
-        "error: the database has no schema yet; run `dhr-workflow init` first"
+        "error: no database at dhr-workflow.db; run `dhr-workflow init` first"
     )
     assert _run(*dhr, "init", cwd=tmp_path).returncode == 0
     assert (tmp_path / "dhr-workflow.db").stat().st_mode & 0o077 == 0, "database must be private"

@@ -305,6 +305,7 @@ def _sync_recommendation(
         text=row.rec_text,
         scope=row.scope or None,
         now=now,
+        actor=actor,
     )
     before: dict[str, str | None] = {"text": rec.text, "scope": rec.scope}
     after: dict[str, str | None] = {"text": row.rec_text, "scope": row.scope or None}

@@ -24,12 +24,20 @@ _SQLITE_TRIGGERS = [
        BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END""",
     """CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event
        BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END""",
+    # INSERT OR REPLACE would overwrite an event without firing the delete guard (unless the
+    # connection enables recursive triggers): only appends past the head are allowed.
+    """CREATE TRIGGER audit_event_append_only BEFORE INSERT ON audit_event
+       WHEN NEW.seq <= (SELECT COALESCE(MAX(seq), 0) FROM audit_event)
+       BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END""",
 ]
 _PG_TRIGGERS = [
     """CREATE FUNCTION audit_event_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN RAISE EXCEPTION 'audit_event is append-only'; END $$""",
     """CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON audit_event
        FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()""",
+    # Row triggers do not see TRUNCATE.
+    """CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event
+       FOR EACH STATEMENT EXECUTE FUNCTION audit_event_append_only()""",
 ]
 
 
@@ -42,10 +50,12 @@ def _create_audit_triggers() -> None:
 def _drop_audit_triggers() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS audit_event_no_change ON audit_event")
+        op.execute("DROP TRIGGER IF EXISTS audit_event_no_truncate ON audit_event")
         op.execute("DROP FUNCTION IF EXISTS audit_event_append_only()")
     else:
         op.execute("DROP TRIGGER IF EXISTS audit_event_no_update")
         op.execute("DROP TRIGGER IF EXISTS audit_event_no_delete")
+        op.execute("DROP TRIGGER IF EXISTS audit_event_append_only")
 
 
 def upgrade() -> None:
