@@ -178,6 +178,15 @@ class _Parser:
                 self.plan.title = flat
         elif self._precedes_header(position):
             self._enter(flat, agency=True)
+        elif self.current is not None and self.roles is not None:
+            self._continue_first_column(text)
+
+    def _continue_first_column(self, text: str) -> None:
+        # A spreadsheet row with only its first cell filled, inside a table: a wrapped cell.
+        assert self.roles is not None
+        role = self.roles.get(0, "recommendation")
+        cells = {"recommendation" if role in ("ref", "section") else role: text}
+        self._continue(cells.pop("recommendation", ""), cells)
 
     def _precedes_header(self, position: int) -> bool:
         for line in self.lines[position + 1 :]:

@@ -115,11 +115,24 @@ def _csv(path: Path, data: bytes) -> Iterator[Line]:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], ",;\t")
     except csv.Error:
         dialect = csv.excel
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    start = 1
     try:
-        for number, row in enumerate(csv.reader(io.StringIO(text), dialect), start=1):
-            yield Line(number, tuple(row) if row else ("",))
+        for row in reader:
+            yield _sheet_line(start, row)
+            start = reader.line_num + 1  # quoted cells may span lines
     except csv.Error as exc:
-        raise InvalidInput(f"{path}: not a readable CSV file ({exc})") from None
+        raise InvalidInput(f"{path}:{reader.line_num}: not a readable CSV file ({exc})") from None
+
+
+def _sheet_line(number: int, values: list[str]) -> Line:
+    """A spreadsheet row as a line. Spreadsheets pad rows to the sheet's width, so trailing
+    empty cells carry no meaning: a row with only its first cell filled is a heading-like line,
+    which the parser reads as a section heading or, inside a table, as a wrapped first cell."""
+    cells = list(values)
+    while len(cells) > 1 and not cells[-1].strip():
+        cells.pop()
+    return Line(number, tuple(cells) if cells else ("",))
 
 
 def _cell_text(value: object) -> str:
@@ -147,10 +160,7 @@ def _xlsx(path: Path, data: bytes) -> Iterator[Line]:
     for sheet in book.worksheets:
         for row in sheet.iter_rows(values_only=True):
             number += 1
-            cells = [_cell_text(v) for v in row]
-            while len(cells) > 1 and not cells[-1].strip():
-                cells.pop()  # read-only sheets pad rows to the widest row; keep real widths
-            yield Line(number, tuple(cells) if len(cells) > 1 else (*cells, ""))
+            yield _sheet_line(number, [_cell_text(v) for v in row])
     book.close()
 
 
