@@ -58,7 +58,7 @@ _REF_WORDED = re.compile(
     r"^\s*recommendation\s*(?:no\.?|number|#)?\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)\b[.):]?\s*", re.I
 )
 _REF_BARE = re.compile(
-    r"^\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)\s*[).:]\s*|^\s*(?P<dotted>\d+\.\d+(?:\.\d+)*)\s+"
+    r"^\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)\s*[).:](?!\d)\s*|^\s*(?P<dotted>\d+\.\d+(?:\.\d+)*)\s+"
 )
 _REF_ONLY = re.compile(r"^\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)[.)]?\s*$")
 _SMALL_WORDS = {"of", "and", "the", "for", "to", "within", "in", "on", "at", "by", "with", "&"}
@@ -285,7 +285,11 @@ class _Parser:
     def _continue(self, rec_text: str, cells: dict[str, str]) -> None:
         cur = self.current
         assert cur is not None
-        cur.rec_text = join(cur.rec_text, rec_text)
+        if rec_text:  # the recommendation's own text: one text shared by all its actions
+            merged = join(cur.rec_text, rec_text)
+            for row in self.plan.rows:
+                if (row.section, row.rec_ref) == (cur.section, cur.rec_ref):
+                    row.rec_text = merged
         for role in ("scope", "agency", "owner", "milestones", "target", "outcome"):
             if cells.get(role):
                 setattr(cur, role, join(getattr(cur, role), cells[role]))

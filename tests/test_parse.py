@@ -1,0 +1,177 @@
+"""The plan table parser on small, synthetic tables: one behaviour per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from dhr_workflow.importer.parse import column_roles, parse_lines
+from dhr_workflow.importer.readers import Line
+from dhr_workflow.importer.text import clean
+
+
+def _lines(*rows: str) -> list[Line]:
+    return [Line(n, tuple(row.split("|"))) for n, row in enumerate(rows, start=1)]
+
+
+@pytest.mark.parametrize(
+    ("header", "roles"),
+    [
+        (
+            "#|Recommendations|Scope|Action to take|Lead Agency|Key milestones|Target date|"
+            "Completion Date and Outcome",
+            [
+                "ref",
+                "recommendation",
+                "scope",
+                "action",
+                "agency",
+                "milestones",
+                "target",
+                "outcome",
+            ],
+        ),
+        (
+            "Recommendation|Action Required by Agency|Implementation Lead|"
+            "Target date for Completion|Summary of Action Taken & Date",
+            ["recommendation", "action", "owner", "target", "outcome"],
+        ),
+        (
+            "Recommendation|Scope|Action Required|Action Holder|Key Milestones|Target Date|"
+            "Date of Completion and Outcome",
+            ["recommendation", "scope", "action", "owner", "milestones", "target", "outcome"],
+        ),
+        (
+            "Ref|Recommendation|Action|Lead Officer and Agency|Deadline|Outcome/Progress",
+            ["ref", "recommendation", "action", "owner", "target", "outcome"],
+        ),
+        (
+            "Section|Recommendation|Action|Lead agency|Owner|Due date|Status",
+            ["section", "recommendation", "action", "agency", "owner", "target", "outcome"],
+        ),
+    ],
+)
+def test_header_synonyms(header: str, roles: list[str]) -> None:
+    found = column_roles(header.split("|"))
+    assert found is not None
+    assert list(found.values()) == roles
+
+
+@pytest.mark.parametrize("line", ["Name|Email|Phone", "Recommendation|Notes", "Page 3|of 12"])
+def test_not_headers(line: str) -> None:
+    assert column_roles(line.split("|")) is None
+
+
+@pytest.mark.parametrize(
+    ("cell", "ref", "text"),
+    [
+        ("Recommendation No 3 Police to review", "3", "Police to review"),
+        ("Recommendation 4: Health to audit", "4", "Health to audit"),
+        ("3) The police should", "3", "The police should"),
+        ("1.1 Ensure that", "1.1", "Ensure that"),
+        ("<p>2) Where DASH</p>", "2", "Where DASH"),
+        ("12. Partnership to", "12", "Partnership to"),
+    ],
+)
+def test_recommendation_refs_as_written(cell: str, ref: str, text: str) -> None:
+    plan = parse_lines(
+        _lines("Recommendation|Action|Lead Agency|Target date", f"{cell}|Do it|Police|May 2024")
+    )
+    [row] = plan.rows
+    assert (row.rec_ref, row.rec_text) == (ref, text)
+
+
+def test_continuations_second_actions_debris_and_footers() -> None:
+    plan = parse_lines(
+        _lines(
+            "Contents",
+            "Police|2",
+            "Police",
+            "Recommendation|Action|Action Holder|Target Date|Outcome",
+            "1) Police to brief|Brief all|DI Jones|Within 3 months of|",
+            "officers on DASH|staff|||",
+            "Plan – Confidential – Not to be Photocopied",
+            "Recommendation|Action|Action Holder|Target Date|Outcome",
+            "rationale|and managers||the completion of the DHR|",
+            "|Second task|Commissioners|28 th February 2016|Complete",
+            "---|--|---|--|--",
+            "2 cases per month|||||",
+            "Health",
+            "Recommendation|Action|Action Holder|Target Date|Outcome",
+            "1) Health to audit|Audit|Named GP|May 2016|",
+        )
+    )
+    assert [(r.section, r.ref) for r in plan.rows] == [
+        ("Police", "1"),
+        ("Police", "1b"),
+        ("Health", "1"),
+    ]
+    first, second, health = plan.rows
+    assert first.text == "Brief all staff and managers"
+    assert first.target == "Within 3 months of the completion of the DHR"
+    assert (second.text, second.owner, second.outcome) == (
+        "Second task",
+        "Commissioners",
+        "Complete",
+    )
+    assert (
+        second.rec_text
+        == first.rec_text
+        == ("Police to brief officers on DASH rationale 2 cases per month")
+    )
+    assert (health.lead_agency, first.lead_agency) == ("Health", "Police")
+    assert not any(
+        "Confidential" in v for r in plan.rows for v in vars(r).values() if isinstance(v, str)
+    )
+
+
+def test_wrapped_holder_is_a_continuation_not_a_second_action() -> None:
+    plan = parse_lines(
+        _lines(
+            "Recommendation|Action Holder|Target Date",
+            "6) In safeguarding|George O'Neill|3 months following review",
+            "cases|(SCC ASC Principal Social Worker)|publication",
+        )
+    )
+    [row] = plan.rows
+    assert row.owner == "George O'Neill (SCC ASC Principal Social Worker)"
+    assert row.target == "3 months following review publication"
+
+
+def test_rows_before_any_header_and_orphans_are_not_actions() -> None:
+    plan = parse_lines(
+        _lines(
+            "1) A numbered line in the introduction|x|y",
+            "Recommendation|Action|Lead Agency|Target date",
+            "|continuation with nothing above it||",
+        )
+    )
+    assert plan.rows == []
+    assert plan.ignored == [(3, "a row with no recommendation to belong to")]
+
+
+def test_agency_named_in_the_action_column() -> None:
+    plan = parse_lines(
+        _lines(
+            "Recommendation|Action Required by Agency|Implementation Lead|Target date",
+            "Recommendation No 1 Police to act|West Mercia Police|Det Supt|July 2014",
+            "Recommendation No 2 Health to act|1. Audit practices. 2. Train leads.|GP|May 2014",
+        )
+    )
+    one, two = plan.rows
+    assert (one.lead_agency, one.text) == ("West Mercia Police", "")
+    assert (two.lead_agency, two.text) == (None, "1. Audit practices. 2. Train leads.")
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("<p>One</p> <p>Two</p>", "One\nTwo"),
+        ("<ul><li>First</li><li>Second &amp; third</li></ul>", "• First\n• Second & third"),
+        ('<ul style="list-style-type: none"> • MAPPAs lists • Update', "• MAPPAs lists\n• Update"),
+        ("<p>unclosed <b>bold", "unclosed bold"),
+        ("plain   text\u00a0here", "plain text here"),
+        ("<script>alert(1)</script>ok", "alert(1)ok"),
+    ],
+)
+def test_html_to_text(html: str, text: str) -> None:
+    assert clean(html) == text
