@@ -408,3 +408,20 @@ def test_same_plan_in_other_formats(cli: CliFn, tmp_path: Path, plan: Path, buil
     report = _import(cli, other, "OTHER")
     assert report["format"] == other.suffix.lstrip(".")
     assert _comparable(_actions(cli, "OTHER")) == _comparable(_actions(cli, "TEXT"))
+
+
+def test_documented_template_imports(cli: CliFn) -> None:
+    template = Path(__file__).parent.parent / "docs" / "plan-template.csv"
+    result = cli("import", str(template), "--review", "TPL")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""  # no progress bar when not at a terminal
+    rows = {(r["lead_agency"], r["recommendation"]): r for r in _actions(cli, "TPL")}
+    assert len(rows) == 4
+    police = rows[("West Mercia Police", "1")]
+    assert (police["status"], police["completed_on"], police["due_date"]) == (
+        "completed",
+        "2024-11-29",
+        "2024-09-30",
+    )
+    assert rows[("Bi Borough VAWG Strategic Board", "2")]["due_date"] == "2023-12-31"
+    assert rows[("Safer Westminster Partnership", "1")]["owner"] == "Cat Coordinator"

@@ -240,6 +240,9 @@ class _Parser:
         if "ref" in cells:
             m = _REF_ONLY.match(cells["ref"])
             return (m["ref"] if m else None), rec
+        only = _REF_ONLY.match(rec)
+        if only:  # a spreadsheet's "Recommendation" column holding just the number
+            return only["ref"], ""
         for pattern in (_REF_WORDED, _REF_BARE):
             m = pattern.match(rec)
             if m:
