@@ -1,0 +1,115 @@
+"""Offsets, durations and schedules as rules write them — pure functions, time passed in.
+
+    "-30d", "+10bd", "2w", "1m"    d calendar days, bd business days (weekends and UK bank
+                                   holidays), w weeks, m calendar months
+    "0 8 * * 1-5"                  cron in the partnership time zone (0 or 7 = Sunday)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import holidays
+from apscheduler.triggers.cron import CronTrigger
+
+from dhr_workflow.targets import add_months
+
+_OFFSET = re.compile(r"^\s*(?P<sign>[+-]?)\s*(?P<n>\d{1,4})\s*(?P<unit>bd|d|w|m)\s*$")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+UK_REGIONS = {"england": "ENG", "wales": "WLS", "scotland": "SCT", "northern_ireland": "NIR"}
+
+
+@dataclass(frozen=True)
+class Offset:
+    """A signed distance from a date: ``Offset(-30, "d")``, ``Offset(10, "bd")``."""
+
+    n: int
+    unit: str
+
+    def __str__(self) -> str:
+        return f"{'+' if self.n >= 0 else '-'}{abs(self.n)}{self.unit}"
+
+    def apply(self, day: dt.date, region: str = "england") -> dt.date:
+        if self.unit == "d":
+            return day + dt.timedelta(days=self.n)
+        if self.unit == "w":
+            return day + dt.timedelta(weeks=self.n)
+        if self.unit == "m":
+            return add_months(day, self.n)
+        return add_business_days(day, self.n, region)
+
+    def max_days(self) -> int:
+        """An upper bound on the calendar days it spans (for SQL windows)."""
+        per = {"d": 1, "w": 7, "m": 31, "bd": 2}[self.unit]
+        return abs(self.n) * per + (10 if self.unit == "bd" else 0)
+
+
+def parse_offset(text: object) -> Offset:
+    """'-30d' → Offset(-30, 'd'); raises ValueError with a message a coordinator can act on."""
+    m = _OFFSET.match(str(text))
+    if not m:
+        raise ValueError(f"{str(text)!r} is not a duration (use d, bd, w or m, e.g. -7d or +10bd)")
+    n = int(m["n"]) * (-1 if m["sign"] == "-" else 1)
+    return Offset(n, m["unit"])
+
+
+@lru_cache(maxsize=64)
+def _bank_holidays(region: str, year: int) -> frozenset[dt.date]:
+    subdiv = UK_REGIONS[region]
+    return frozenset(holidays.country_holidays("GB", subdiv=subdiv, years=year).keys())
+
+
+def is_business_day(day: dt.date, region: str = "england") -> bool:
+    return day.weekday() < 5 and day not in _bank_holidays(region, day.year)
+
+
+def add_business_days(day: dt.date, n: int, region: str = "england") -> dt.date:
+    """``n`` business days after (or before, if negative) ``day``."""
+    step = 1 if n >= 0 else -1
+    remaining = abs(n)
+    while remaining:
+        day += dt.timedelta(days=step)
+        if is_business_day(day, region):
+            remaining -= 1
+    return day
+
+
+def parse_cron(expr: str, tz: ZoneInfo) -> CronTrigger:
+    """A standard five-field crontab. APScheduler 3 numbers weekdays from Monday = 0, so
+    numeric weekdays are rewritten as names first ("1-5" means Monday to Friday, as in cron)."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expr!r} is not a cron expression (five fields: min hour day month dow)")
+    fields[4] = re.sub(r"\d+", _weekday_name, fields[4]) if "/" not in fields[4] else fields[4]
+    minute, hour, day, month, dow = fields
+    try:
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow,
+                           timezone=tz)
+    except ValueError as exc:
+        raise ValueError(f"{expr!r} is not a valid cron expression ({exc})") from None
+
+
+def _weekday_name(m: re.Match[str]) -> str:
+    n = int(m.group(0))
+    if n > 7:
+        raise ValueError(f"weekday {n} is out of range (0-7, 0 and 7 = Sunday)")
+    return _WEEKDAYS[n]
+
+
+def latest_fire_time(trigger: CronTrigger, at: dt.datetime) -> dt.datetime | None:
+    """The most recent time at or before ``at`` that the cron schedule fires (its slot)."""
+    for window in (dt.timedelta(minutes=1), dt.timedelta(hours=1), dt.timedelta(days=1),
+                   dt.timedelta(days=8), dt.timedelta(days=32), dt.timedelta(days=367)):
+        t = trigger.get_next_fire_time(None, at - window)
+        if t is None or t > at:
+            continue
+        while True:
+            nxt = trigger.get_next_fire_time(t, t + dt.timedelta(microseconds=1))
+            if nxt is None or nxt > at:
+                return t
+            t = nxt
+    return None

@@ -1,0 +1,393 @@
+"""Rule files: YAML in the rules directory, validated into pydantic models.
+
+Errors name the file, the line and the field, e.g.
+``rules/deadlines.yaml:14: ladders[0] (deadline): steps[2].at: '+10x' is not a duration``.
+Two kinds of entry:
+
+- ``ladders``: ordered steps at offsets from each action's due date;
+- ``rules``: a selection plus a schedule (cron, or every N months from a review anchor date),
+  per action or per review.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from dhr_workflow.durations import Offset, parse_cron, parse_offset
+from dhr_workflow.errors import InvalidInput
+from dhr_workflow.models import ActionStatus, ReviewStatus
+
+ROLES = ("owner", "agency.lead", "agency.manager", "coordinator", "partnership.chair",
+         "review.family_liaison")
+REVIEW_ROLES = ("coordinator", "partnership.chair", "review.family_liaison")
+ANCHOR_FIELDS = ("review.plan_agreed_on", "review.report_accepted_on", "review.published_on",
+                 "review.completed_on")
+_ADDRESS = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
+_EVERY = re.compile(r"^\s*(?P<n>\d{1,3})\s*(?P<unit>months?|weeks?|days?)\s*$")
+
+
+def _as_list(value: Any) -> Any:
+    """YAML lets a single item stand for a one-item list: ``to: owner``."""
+    return value if value is None or isinstance(value, list | tuple) else [value]
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _offset(value: Any) -> Offset:
+    if isinstance(value, Offset):
+        return value
+    return parse_offset(value)
+
+
+OffsetField = Annotated[Offset, BeforeValidator(_offset)]
+
+
+class Notify(_Strict):
+    to: StrList
+    cc: StrList = Field(default_factory=list)
+    template: str
+    calendar: Literal["invite"] | None = None
+
+    @field_validator("to", "cc")
+    @classmethod
+    def _known_recipients(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if v not in ROLES and not _ADDRESS.match(v):
+                raise ValueError(f"{v!r} is neither a role ({', '.join(ROLES)}) nor an address")
+        return values
+
+    @field_validator("to")
+    @classmethod
+    def _someone(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("names nobody; give at least one role or address")
+        return values
+
+
+NotifyList = Annotated[list[Notify], BeforeValidator(_as_list)]
+
+
+class Every(_Strict):
+    every: str
+    from_: str = Field(alias="from")
+
+    @field_validator("every")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if not _EVERY.match(str(value)):
+            raise ValueError(f"{value!r} is not an interval (e.g. 6 months, 2 weeks, 30 days)")
+        return str(value)
+
+    @field_validator("from_")
+    @classmethod
+    def _anchor(cls, value: str) -> str:
+        if value not in ANCHOR_FIELDS:
+            raise ValueError(f"{value!r} is not a review date ({', '.join(ANCHOR_FIELDS)})")
+        return value
+
+    def step(self) -> tuple[int, str]:
+        m = _EVERY.match(self.every)
+        assert m is not None
+        return int(m["n"]), m["unit"].rstrip("s")
+
+    @property
+    def anchor(self) -> str:
+        return self.from_.removeprefix("review.")
+
+
+class Selection(_Strict):
+    """``applies_to``: whitelisted fields only; compiled to SQL by :mod:`selection`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    status: StrList | None = None
+    review_status: StrList | None = Field(None, alias="review.status")
+    review_ref: StrList | None = Field(None, alias="review.ref")
+    review_kind: StrList | None = Field(None, alias="review.kind")
+    agency: StrList | None = None
+    scope: StrList | None = None
+    needs_review: bool | None = None
+    has_due_date: bool | None = None
+    due_before: OffsetField | dt.date | None = None
+    due_after: OffsetField | dt.date | None = None
+    due_within: OffsetField | None = None
+    not_updated_for: OffsetField | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _statuses(cls, values: list[str] | None) -> list[str] | None:
+        return _members(values, ActionStatus)
+
+    @field_validator("review_status")
+    @classmethod
+    def _review_statuses(cls, values: list[str] | None) -> list[str] | None:
+        return _members(values, ReviewStatus)
+
+    def action_fields(self) -> set[str]:
+        review_only = {"review_status", "review_ref", "review_kind"}
+        return {k for k, v in self if v is not None} - review_only
+
+
+def _members(values: list[str] | None, enum: Iterable[Any]) -> list[str] | None:
+    allowed = [e.value for e in enum]
+    for v in values or []:
+        if v not in allowed:
+            raise ValueError(f"{v!r} is not one of {', '.join(allowed)}")
+    return values
+
+
+Schedule = Annotated[str | Every, Field(union_mode="left_to_right")]
+
+
+class Step(_Strict):
+    at: OffsetField
+    notify: NotifyList
+    repeat: OffsetField | None = None
+
+    @field_validator("repeat")
+    @classmethod
+    def _forward(cls, value: Offset | None) -> Offset | None:
+        if value is not None and value.n <= 0:
+            raise ValueError("repeat must be a positive interval, e.g. 30d")
+        return value
+
+
+class Ladder(_Strict):
+    id: str
+    schedule: Schedule
+    applies_to: Selection = Field(default_factory=Selection)
+    steps: list[Step]
+
+    @field_validator("steps")
+    @classmethod
+    def _ordered(cls, steps: list[Step]) -> list[Step]:
+        if not steps:
+            raise ValueError("a ladder needs at least one step")
+        days = [s.at.apply(dt.date(2024, 1, 15)) for s in steps]
+        if days != sorted(days) or len(set(days)) != len(days):
+            raise ValueError("steps must be in order of their offsets, earliest first")
+        return steps
+
+
+class Rule(_Strict):
+    id: str
+    schedule: Schedule
+    scope: Literal["action", "review"] = "action"
+    applies_to: Selection = Field(default_factory=Selection)
+    notify: NotifyList
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        if isinstance(self.schedule, Every) and self.scope != "review":
+            raise ValueError("schedule: 'every ... from' schedules are for scope: review")
+        if self.scope == "review":
+            extra = self.applies_to.action_fields()
+            if extra:
+                raise ValueError(f"applies_to: {', '.join(sorted(extra))} select actions; "
+                                 "a review rule selects on review.status/ref/kind")
+            for n in self.notify:
+                for role in [*n.to, *n.cc]:
+                    if role in ROLES and role not in REVIEW_ROLES:
+                        raise ValueError(f"notify: {role!r} needs an action; a review rule "
+                                         f"can notify {', '.join(REVIEW_ROLES)} or addresses")
+        return self
+
+
+class RuleFile(_Strict):
+    ladders: list[Ladder] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    ladders: tuple[Ladder, ...]
+    rules: tuple[Rule, ...]
+    sources: dict[str, str]  # rule id -> "file:line"
+
+    @property
+    def ids(self) -> list[str]:
+        return [x.id for x in (*self.ladders, *self.rules)]
+
+    def templates(self) -> set[str]:
+        notifies = [n for lad in self.ladders for s in lad.steps for n in s.notify]
+        notifies += [n for r in self.rules for n in r.notify]
+        return {n.template for n in notifies}
+
+
+# --- loading with line numbers ---------------------------------------------------------------
+
+class _LineLoader(yaml.SafeLoader):
+    """Keeps the line of every mapping key and sequence item, for error messages."""
+
+
+def _compose(text: str, name: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark else name
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInput(f"{where}: not valid YAML ({problem})") from None
+    if node is None:
+        return {}, lines
+    _walk(node, (), lines)
+    return yaml.load(text, Loader=_LineLoader), lines  # noqa: S506 - a SafeLoader subclass
+
+
+def _walk(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*path, key.value)
+            lines[child] = key.start_mark.line + 1
+            _walk(value, child, lines)
+            lines[child] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, (*path, i), lines)
+
+
+def _describe(loc: tuple[Any, ...], data: Any) -> tuple[tuple[Any, ...], str]:
+    """('ladders', 0, 'steps', 2, 'at') -> the YAML path and "ladders[0] (deadline): steps[2].at"."""
+    path, parts = [], []
+    for item in loc:
+        if isinstance(item, str) and item in {"str", "Every", "function-after[_consistent(), Rule]"}:
+            continue
+        path.append(item if not (isinstance(item, str) and item == "from_") else "from")
+        parts.append(f"[{item}]" if isinstance(item, int) else f".{path[-1]}")
+    text = "".join(parts).lstrip(".")
+    if len(path) >= 2 and path[0] in ("ladders", "rules") and isinstance(path[1], int):
+        try:
+            rule_id = data[path[0]][path[1]].get("id", "?")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            rule_id = "?"
+        head = f"{path[0]}[{path[1]}] ({rule_id})"
+        rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[2:]).lstrip(".")
+        text = f"{head}: {rest}" if rest else head
+    return tuple(path), text
+
+
+def _line_for(path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return 1
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return "unknown field (check its spelling)"
+    if err["type"] == "missing":
+        return "required field is missing"
+    return msg
+
+
+def load_file(path: Path, display: str | None = None) -> RuleFile:
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{name}: cannot read rule file ({exc})") from None
+    data, lines = _compose(text, name)
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{name}:1: a rule file is a mapping with 'ladders' and/or 'rules'")
+    try:
+        return RuleFile.model_validate(data)
+    except ValidationError as exc:
+        err = _first_useful(exc.errors())
+        path_, field = _describe(tuple(err["loc"]), data)
+        raise InvalidInput(f"{name}:{_line_for(path_, lines)}: {field}: {_message(err)}") from None
+
+
+def _first_useful(errors: list[Any]) -> Any:
+    # A str-or-mapping union reports the string branch first; the mapping branch is the one
+    # that tells a coordinator what is wrong with a mapping.
+    for err in errors:
+        if err["type"] not in ("string_type",):
+            return err
+    return errors[0]
+
+
+def load_dir(directory: Path, *, tz: ZoneInfo, templates: set[str] | None = None) -> RuleSet:
+    """Every ``*.yaml``/``*.yml`` in ``directory``, checked as one set."""
+    if not directory.is_dir():
+        raise InvalidInput(f"{directory}: the rules directory does not exist")
+    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    if not files:
+        raise InvalidInput(f"{directory}: no rule files (*.yaml) in the rules directory")
+    ladders: list[Ladder] = []
+    rules: list[Rule] = []
+    sources: dict[str, str] = {}
+    for path in files:
+        display = f"{directory.name}/{path.name}"
+        loaded = load_file(path, display)
+        lines = _compose(path.read_text(encoding="utf-8"), display)[1]
+        for kind, items in (("ladders", loaded.ladders), ("rules", loaded.rules)):
+            for i, item in enumerate(items):
+                where = f"{display}:{lines.get((kind, i), 1)}"
+                if item.id in sources:
+                    raise InvalidInput(f"{where}: {kind}[{i}].id: duplicate id {item.id!r} "
+                                       f"(also at {sources[item.id]})")
+                sources[item.id] = where
+                _check_schedule(item.schedule, where, f"{kind}[{i}] ({item.id})", tz)
+        ladders += loaded.ladders
+        rules += loaded.rules
+    ruleset = RuleSet(tuple(ladders), tuple(rules), sources)
+    if templates is not None:
+        _check_templates(ruleset, templates)
+    return ruleset
+
+
+def _check_schedule(schedule: str | Every, where: str, label: str, tz: ZoneInfo) -> None:
+    if isinstance(schedule, str):
+        try:
+            parse_cron(schedule, tz)
+        except ValueError as exc:
+            raise InvalidInput(f"{where}: {label}: schedule: {exc}") from None
+
+
+def _check_templates(ruleset: RuleSet, available: set[str]) -> None:
+    for item in (*ruleset.ladders, *ruleset.rules):
+        notifies = ([n for s in item.steps for n in s.notify] if isinstance(item, Ladder)
+                    else list(item.notify))
+        for n in notifies:
+            if n.template not in available:
+                raise InvalidInput(
+                    f"{ruleset.sources[item.id]}: {item.id}: template {n.template!r} does not "
+                    f"exist (have: {', '.join(sorted(available)) or 'none'})")
+
+
+def summary(item: Ladder | Rule) -> str:
+    """One line describing a rule, for `rules check`."""
+    schedule = (item.schedule if isinstance(item.schedule, str)
+                else f"every {item.schedule.every} from {item.schedule.from_}")
+    if isinstance(item, Ladder):
+        steps = ", ".join(f"{s.at}→{'/'.join(n.template for n in s.notify)}"
+                          + (f" (every {s.repeat})" if s.repeat else "") for s in item.steps)
+        return f"ladder {item.id} [{schedule}]: {steps}"
+    targets = "; ".join(f"{n.template} to {', '.join(n.to)}" for n in item.notify)
+    return f"rule {item.id} [{schedule}] per {item.scope}: {targets}"

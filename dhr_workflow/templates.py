@@ -1,0 +1,128 @@
+"""Email templates: three Jinja2 files per message (subject, text, HTML) in the templates dir.
+
+The environment is sandboxed (a deployment may supply its own templates), undefined names are
+errors (StrictUndefined), and HTML autoescapes everything, since plan text is user input.
+Every template is rendered against a sample at rule-check time, so a broken template is found
+then, not at 8 a.m. on a Monday.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+from dhr_workflow.errors import InvalidInput
+
+PARTS = ("subject.txt", "txt", "html")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+SUBJECT_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+def longdate(value: dt.date | None) -> str:
+    return f"{value.day} {value:%B %Y}" if value else "no date"
+
+
+def when(days: int | None) -> str:
+    """Days until due (negative: overdue) in words."""
+    if days is None:
+        return "no due date"
+    if days == 0:
+        return "due today"
+    if days > 0:
+        return f"in {days} day{'s' if days != 1 else ''}"
+    return f"{-days} day{'s' if days != -1 else ''} overdue"
+
+
+def clean_header(value: str, limit: int = SUBJECT_LIMIT) -> str:
+    """One line, no control characters: plan text must never inject or break a header."""
+    flat = " ".join(_CONTROL.sub(" ", value).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class Templates:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._text = self._env(directory, autoescape=False)
+        self._html = self._env(directory, autoescape=True)
+
+    @staticmethod
+    def _env(directory: Path, *, autoescape: bool) -> SandboxedEnvironment:
+        env = SandboxedEnvironment(loader=FileSystemLoader(str(directory)),
+                                   undefined=StrictUndefined, autoescape=autoescape,
+                                   trim_blocks=autoescape, lstrip_blocks=True,
+                                   keep_trailing_newline=True)
+        env.filters.update(longdate=longdate, when=when)
+        return env
+
+    def names(self) -> set[str]:
+        """Templates with all three parts present."""
+        if not self.directory.is_dir():
+            return set()
+        stems = {p.name.removesuffix(".subject.txt") for p in self.directory.glob("*.subject.txt")}
+        return {s for s in stems if all((self.directory / f"{s}.{part}").is_file()
+                                        for part in PARTS[1:])}
+
+    def render(self, name: str, context: dict[str, Any]) -> Rendered:
+        try:
+            subject = clean_header(self._text.get_template(f"{name}.subject.txt").render(context))
+            text = self._text.get_template(f"{name}.txt").render(context)
+            html = self._html.get_template(f"{name}.html").render({**context, "subject": subject})
+        except TemplateSyntaxError as exc:
+            raise InvalidInput(f"{self.directory}/{exc.name or name}:{exc.lineno}: template "
+                               f"error: {exc.message}") from None
+        except TemplateError as exc:
+            raise InvalidInput(f"{self.directory}/{name}: template cannot be rendered: {exc}") \
+                from None
+        return Rendered(subject, _tidy(text), html)
+
+    def check(self, names: set[str]) -> None:
+        """Render each named template against a sample; raises on the first that fails."""
+        missing = names - self.names()
+        if missing:
+            raise InvalidInput(f"{self.directory}: missing template(s) "
+                               f"{', '.join(sorted(missing))} (each needs .subject.txt, .txt "
+                               "and .html)")
+        for name in sorted(names):
+            self.render(name, sample_context())
+
+
+def _tidy(text: str) -> str:
+    lines = [line.rstrip() for line in text.splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):  # at most one blank line in a row
+            out.append(line)
+    return "\n".join(out).strip() + "\n"
+
+
+def sample_context() -> dict[str, Any]:
+    """A context with every variable the default templates use, for checking."""
+    today = dt.date(2024, 1, 15)
+    action = {
+        "id": 1, "review": "DHR-1", "recommendation": "1", "ref": "1",
+        "text": "Review training", "text_short": "Review training",
+        "lead_agency": "Police", "owner": "Jo Bloggs", "due_date": today,
+        "days": -3, "target_text": "January 2024", "status": "open",
+        "completed_on": None, "reasons": ["due: example"],
+    }  # fmt: skip
+    return {
+        "actions": [action], "rule": "sample", "step": "+1d", "today": today,
+        "partnership": "Sample Partnership", "coordinator": "coordinator@example.org",
+        "review": {"ref": "DHR-1", "title": "Sample review", "partnership": None},
+        "counts": {"total": 1, "open": 1, "in_progress": 0, "completed": 0, "blocked": 0,
+                   "withdrawn": 0},
+        "overdue": [action], "completed_since": [], "due_soon": [], "needs_review": [action],
+    }  # fmt: skip
