@@ -14,13 +14,13 @@ import enum
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ScalarResult, select, text
+from sqlalchemy import ScalarResult, insert, select, text
 from sqlalchemy.orm import Session
 
 from dhr_workflow.errors import InvalidInput
@@ -64,6 +64,48 @@ def _event_hash(
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
+def record_many(
+    session: Session,
+    *,
+    now: dt.datetime,
+    actor: str,
+    events: Sequence[tuple[str, str, Mapping[str, Any]]],
+) -> None:
+    """Append several (kind, subject, data) events at once: one lock, one head read."""
+    if not events:
+        return
+    _lock(session)
+    head = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+    at = now.astimezone(dt.UTC)
+    rows = []
+    for kind, subject, data in events:
+        seq += 1
+        payload = canonical_json(data)
+        digest = _event_hash(prev, seq, at, actor, kind, subject, payload)
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "actor": actor,
+                "kind": kind,
+                "subject": subject,
+                "data": payload,
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
+    session.execute(insert(AuditEvent), rows)
+
+
+def _lock(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK_KEY})
+
+
 def record(
     session: Session,
     *,
@@ -72,29 +114,9 @@ def record(
     kind: str,
     subject: str,
     data: Mapping[str, Any] | None = None,
-) -> AuditEvent:
+) -> None:
     """Append one event to the chain, in the caller's transaction."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK_KEY})
-    head = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-    ).first()
-    seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
-    at = now.astimezone(dt.UTC)
-    payload = canonical_json(data or {})
-    event = AuditEvent(
-        seq=seq,
-        at=at,
-        actor=actor,
-        kind=kind,
-        subject=subject,
-        data=payload,
-        prev_hash=prev,
-        hash=_event_hash(prev, seq, at, actor, kind, subject, payload),
-    )
-    session.add(event)
-    session.flush()
-    return event
+    record_many(session, now=now, actor=actor, events=[(kind, subject, data or {})])
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
@@ -17,13 +18,24 @@ from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 
-from dhr_workflow import __version__, actions, agencies, anchors, audit, contacts, db, reviews
+from dhr_workflow import (
+    __version__,
+    actions,
+    agencies,
+    anchors,
+    audit,
+    contacts,
+    db,
+    engine,
+    reviews,
+)
 from dhr_workflow.config import Settings, load_settings
 from dhr_workflow.errors import UserError
 from dhr_workflow.importer.apply import ImportReport, apply_plan
 from dhr_workflow.importer.parse import parse_lines
 from dhr_workflow.importer.readers import FORMATS, read_source
 from dhr_workflow.models import ActionStatus, ReviewStatus
+from dhr_workflow.ruleset import summary as ruleset_summary
 
 ACTOR_LIMIT = 200  # the audit column's width
 
@@ -127,6 +139,26 @@ class DateParam(click.ParamType):  # type: ignore[type-arg]  # generic only in c
 
 
 DATE = DateParam()
+
+
+class DateTimeParam(click.ParamType):  # type: ignore[type-arg]  # generic only in click >= 8.5
+    name = "DATETIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            self.fail(
+                f"{value!r} is not a date or time (use YYYY-MM-DD or "
+                "YYYY-MM-DDTHH:MM, e.g. 2024-01-20T08:00)",
+                param,
+                ctx,
+            )
+
+
+DATETIME = DateTimeParam()
 pass_app = click.make_pass_decorator(App)
 
 
@@ -352,6 +384,100 @@ def _print_import(report: ImportReport, fmt: str, dry_run: bool) -> None:
                 click.echo(f"  line {c.row.line}, {c.row.section} rec {c.row.ref}: {reason}")
     for action_id, ref in report.missing:
         click.echo(f"  not in this file: action {action_id} (rec {ref}); left as it is")
+
+
+# --- rules and ticks -------------------------------------------------------------------------
+
+
+@main.group("rules")
+def rules_group() -> None:
+    """The declarative rule set (YAML)."""
+
+
+@rules_group.command("check")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@pass_app
+def rules_check(app: App, /, directory: Path | None) -> None:
+    """Validate a rules directory (default: the configured one) and its templates."""
+    settings = app.settings
+    ruleset, _ = engine.load_rules(
+        directory or settings.rules_dir, settings.templates_dir, settings.tz
+    )
+    for item in ruleset.entries():
+        click.echo(f"{ruleset.sources[item.id]}: {ruleset_summary(item)}")
+    click.echo(f"{len(ruleset.entries())} rule(s) OK")
+
+
+@main.command()
+@click.option(
+    "--at",
+    "at",
+    type=DATETIME,
+    help="Evaluate as of this date or time "
+    "(default: now; naive values are in the configured time zone).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--rule", "rule_ids", multiple=True, help="Only this rule (repeatable).")
+@pass_app
+def tick(
+    app: App, /, at: dt.datetime | None, dry_run: bool, as_json: bool, rule_ids: tuple[str, ...]
+) -> None:
+    """Evaluate every rule once: record firings and enqueue messages (sending comes later)."""
+    settings = app.settings
+    ruleset, templates = engine.load_rules(settings.rules_dir, settings.templates_dir, settings.tz)
+    unknown = sorted(set(rule_ids) - set(ruleset.ids))
+    if unknown:
+        raise UserError(f"no rule with id {', '.join(unknown)} (see `dhr-workflow rules check`)")
+    when = _localise(at, settings.tz) if at else app.now()
+    ctx = engine.Context(
+        when, settings.tz, settings.holidays_region, templates, settings.partnership
+    )
+    store = app.store()
+    with store.reading() if dry_run else store.transaction() as s:
+        result = engine.evaluate(s, ruleset, ctx, only=rule_ids or None)
+        if not dry_run:
+            engine.commit(s, result, ctx, actor=app.actor)
+    if as_json:
+        _print_json({**result.to_json(), "dry_run": dry_run})
+        return
+    _print_tick(result, dry_run)
+
+
+def _localise(at: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    return at.replace(tzinfo=tz) if at.tzinfo is None else at
+
+
+def _print_tick(result: engine.TickResult, dry_run: bool) -> None:
+    verb = "would enqueue" if dry_run else "enqueued"
+    click.echo(
+        f"{'DRY RUN, nothing written: ' if dry_run else ''}tick at "
+        f"{result.at.isoformat()}: {verb} {len(result.messages)} message(s), "
+        f"{result.superseded} lower step(s) superseded, {len(result.gaps)} gap(s)"
+    )
+    if result.messages:
+        _table(
+            ["rule", "template", "to", "cc", "actions", "subject"],
+            [
+                [
+                    m.rule,
+                    m.template,
+                    ", ".join(m.to),
+                    ", ".join(m.cc),
+                    _short(", ".join(map(str, m.action_ids)) or (m.review or ""), 30),
+                    _short(m.rendered.subject if m.rendered else "", 60),
+                ]
+                for m in result.messages
+            ],
+        )
+    for gap in result.gaps:
+        data = gap.to_json()
+        who = data["actions"] or data["review_ids"]
+        click.echo(
+            f"gap: rule {gap.rule}: nobody is {gap.role} for "
+            f"{'actions' if data['actions'] else 'reviews'} {_short(', '.join(map(str, who)), 80)}"
+            " (add a contact with `contacts import`)"
+        )
 
 
 # --- agencies and contacts -------------------------------------------------------------------

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///dhr-workflow.db"
     timezone: str = "Europe/London"
+    # Bank holidays for business-day offsets ("+10bd").
+    holidays_region: Literal["england", "wales", "scotland", "northern_ireland"] = "england"
+    partnership: str | None = None
     rules_dir: Path = Field(default_factory=lambda: _default_dir("rules"))
     templates_dir: Path = Field(default_factory=lambda: _default_dir("templates") / "email")
 

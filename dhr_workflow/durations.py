@@ -1,8 +1,8 @@
 """Offsets, durations and schedules as rules write them — pure functions, time passed in.
 
-    "-30d", "+10bd", "2w", "1m"    d calendar days, bd business days (weekends and UK bank
-                                   holidays), w weeks, m calendar months
-    "0 8 * * 1-5"                  cron in the partnership time zone (0 or 7 = Sunday)
+"-30d", "+10bd", "2w", "1m"    d calendar days, bd business days (weekends and UK bank
+                               holidays), w weeks, m calendar months
+"0 8 * * 1-5"                  cron in the partnership time zone (0 or 7 = Sunday)
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ def parse_cron(expr: str, tz: ZoneInfo) -> CronTrigger:
     fields[4] = re.sub(r"\d+", _weekday_name, fields[4]) if "/" not in fields[4] else fields[4]
     minute, hour, day, month, dow = fields
     try:
-        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow,
-                           timezone=tz)
+        return CronTrigger(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=dow, timezone=tz
+        )
     except ValueError as exc:
         raise ValueError(f"{expr!r} is not a valid cron expression ({exc})") from None
 
@@ -102,14 +103,21 @@ def _weekday_name(m: re.Match[str]) -> str:
 
 def latest_fire_time(trigger: CronTrigger, at: dt.datetime) -> dt.datetime | None:
     """The most recent time at or before ``at`` that the cron schedule fires (its slot)."""
-    for window in (dt.timedelta(minutes=1), dt.timedelta(hours=1), dt.timedelta(days=1),
-                   dt.timedelta(days=8), dt.timedelta(days=32), dt.timedelta(days=367)):
+    for window in (
+        dt.timedelta(minutes=1),
+        dt.timedelta(hours=1),
+        dt.timedelta(days=1),
+        dt.timedelta(days=8),
+        dt.timedelta(days=32),
+        dt.timedelta(days=367),
+    ):
         t = trigger.get_next_fire_time(None, at - window)
         if t is None or t > at:
             continue
         while True:
             nxt = trigger.get_next_fire_time(t, t + dt.timedelta(microseconds=1))
             if nxt is None or nxt > at:
-                return t
+                found: dt.datetime = t
+                return found
             t = nxt
     return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,11 +34,21 @@ from dhr_workflow.durations import Offset, parse_cron, parse_offset
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.models import ActionStatus, ReviewStatus
 
-ROLES = ("owner", "agency.lead", "agency.manager", "coordinator", "partnership.chair",
-         "review.family_liaison")
+ROLES = (
+    "owner",
+    "agency.lead",
+    "agency.manager",
+    "coordinator",
+    "partnership.chair",
+    "review.family_liaison",
+)
 REVIEW_ROLES = ("coordinator", "partnership.chair", "review.family_liaison")
-ANCHOR_FIELDS = ("review.plan_agreed_on", "review.report_accepted_on", "review.published_on",
-                 "review.completed_on")
+ANCHOR_FIELDS = (
+    "review.plan_agreed_on",
+    "review.report_accepted_on",
+    "review.published_on",
+    "review.completed_on",
+)
 _ADDRESS = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
 _EVERY = re.compile(r"^\s*(?P<n>\d{1,3})\s*(?P<unit>months?|weeks?|days?)\s*$")
 
@@ -205,13 +215,17 @@ class Rule(_Strict):
         if self.scope == "review":
             extra = self.applies_to.action_fields()
             if extra:
-                raise ValueError(f"applies_to: {', '.join(sorted(extra))} select actions; "
-                                 "a review rule selects on review.status/ref/kind")
+                raise ValueError(
+                    f"applies_to: {', '.join(sorted(extra))} select actions; "
+                    "a review rule selects on review.status/ref/kind"
+                )
             for n in self.notify:
                 for role in [*n.to, *n.cc]:
                     if role in ROLES and role not in REVIEW_ROLES:
-                        raise ValueError(f"notify: {role!r} needs an action; a review rule "
-                                         f"can notify {', '.join(REVIEW_ROLES)} or addresses")
+                        raise ValueError(
+                            f"notify: {role!r} needs an action; a review rule "
+                            f"can notify {', '.join(REVIEW_ROLES)} or addresses"
+                        )
         return self
 
 
@@ -228,7 +242,10 @@ class RuleSet:
 
     @property
     def ids(self) -> list[str]:
-        return [x.id for x in (*self.ladders, *self.rules)]
+        return [x.id for x in self.entries()]
+
+    def entries(self) -> list[Ladder | Rule]:
+        return [*self.ladders, *self.rules]
 
     def templates(self) -> set[str]:
         notifies = [n for lad in self.ladders for s in lad.steps for n in s.notify]
@@ -237,6 +254,7 @@ class RuleSet:
 
 
 # --- loading with line numbers ---------------------------------------------------------------
+
 
 class _LineLoader(yaml.SafeLoader):
     """Keeps the line of every mapping key and sequence item, for error messages."""
@@ -271,10 +289,14 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], i
 
 
 def _describe(loc: tuple[Any, ...], data: Any) -> tuple[tuple[Any, ...], str]:
-    """('ladders', 0, 'steps', 2, 'at') -> the YAML path and "ladders[0] (deadline): steps[2].at"."""
+    """('ladders', 0, 'steps', 2, 'at') -> YAML path, "ladders[0] (deadline): steps[2].at"."""
     path, parts = [], []
     for item in loc:
-        if isinstance(item, str) and item in {"str", "Every", "function-after[_consistent(), Rule]"}:
+        if isinstance(item, str) and item in {
+            "str",
+            "Every",
+            "function-after[_consistent(), Rule]",
+        }:
             continue
         path.append(item if not (isinstance(item, str) and item == "from_") else "from")
         parts.append(f"[{item}]" if isinstance(item, int) else f".{path[-1]}")
@@ -346,12 +368,18 @@ def load_dir(directory: Path, *, tz: ZoneInfo, templates: set[str] | None = None
         display = f"{directory.name}/{path.name}"
         loaded = load_file(path, display)
         lines = _compose(path.read_text(encoding="utf-8"), display)[1]
-        for kind, items in (("ladders", loaded.ladders), ("rules", loaded.rules)):
+        groups: list[tuple[str, Sequence[Ladder | Rule]]] = [
+            ("ladders", loaded.ladders),
+            ("rules", loaded.rules),
+        ]
+        for kind, items in groups:
             for i, item in enumerate(items):
                 where = f"{display}:{lines.get((kind, i), 1)}"
                 if item.id in sources:
-                    raise InvalidInput(f"{where}: {kind}[{i}].id: duplicate id {item.id!r} "
-                                       f"(also at {sources[item.id]})")
+                    raise InvalidInput(
+                        f"{where}: {kind}[{i}].id: duplicate id {item.id!r} "
+                        f"(also at {sources[item.id]})"
+                    )
                 sources[item.id] = where
                 _check_schedule(item.schedule, where, f"{kind}[{i}] ({item.id})", tz)
         ladders += loaded.ladders
@@ -371,23 +399,33 @@ def _check_schedule(schedule: str | Every, where: str, label: str, tz: ZoneInfo)
 
 
 def _check_templates(ruleset: RuleSet, available: set[str]) -> None:
-    for item in (*ruleset.ladders, *ruleset.rules):
-        notifies = ([n for s in item.steps for n in s.notify] if isinstance(item, Ladder)
-                    else list(item.notify))
+    for item in ruleset.entries():
+        notifies = (
+            [n for s in item.steps for n in s.notify]
+            if isinstance(item, Ladder)
+            else list(item.notify)
+        )
         for n in notifies:
             if n.template not in available:
                 raise InvalidInput(
                     f"{ruleset.sources[item.id]}: {item.id}: template {n.template!r} does not "
-                    f"exist (have: {', '.join(sorted(available)) or 'none'})")
+                    f"exist (have: {', '.join(sorted(available)) or 'none'})"
+                )
 
 
 def summary(item: Ladder | Rule) -> str:
     """One line describing a rule, for `rules check`."""
-    schedule = (item.schedule if isinstance(item.schedule, str)
-                else f"every {item.schedule.every} from {item.schedule.from_}")
+    schedule = (
+        item.schedule
+        if isinstance(item.schedule, str)
+        else f"every {item.schedule.every} from {item.schedule.from_}"
+    )
     if isinstance(item, Ladder):
-        steps = ", ".join(f"{s.at}→{'/'.join(n.template for n in s.notify)}"
-                          + (f" (every {s.repeat})" if s.repeat else "") for s in item.steps)
+        steps = ", ".join(
+            f"{s.at}→{'/'.join(n.template for n in s.notify)}"
+            + (f" (every {s.repeat})" if s.repeat else "")
+            for s in item.steps
+        )
         return f"ladder {item.id} [{schedule}]: {steps}"
     targets = "; ".join(f"{n.template} to {', '.join(n.to)}" for n in item.notify)
     return f"rule {item.id} [{schedule}] per {item.scope}: {targets}"

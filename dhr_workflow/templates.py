@@ -60,10 +60,14 @@ class Templates:
 
     @staticmethod
     def _env(directory: Path, *, autoescape: bool) -> SandboxedEnvironment:
-        env = SandboxedEnvironment(loader=FileSystemLoader(str(directory)),
-                                   undefined=StrictUndefined, autoescape=autoescape,
-                                   trim_blocks=autoescape, lstrip_blocks=True,
-                                   keep_trailing_newline=True)
+        env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(directory)),
+            undefined=StrictUndefined,
+            autoescape=autoescape,
+            trim_blocks=autoescape,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
         env.filters.update(longdate=longdate, when=when)
         return env
 
@@ -72,8 +76,11 @@ class Templates:
         if not self.directory.is_dir():
             return set()
         stems = {p.name.removesuffix(".subject.txt") for p in self.directory.glob("*.subject.txt")}
-        return {s for s in stems if all((self.directory / f"{s}.{part}").is_file()
-                                        for part in PARTS[1:])}
+        return {
+            s
+            for s in stems
+            if all((self.directory / f"{s}.{part}").is_file() for part in PARTS[1:])
+        }
 
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
         try:
@@ -81,20 +88,24 @@ class Templates:
             text = self._text.get_template(f"{name}.txt").render(context)
             html = self._html.get_template(f"{name}.html").render({**context, "subject": subject})
         except TemplateSyntaxError as exc:
-            raise InvalidInput(f"{self.directory}/{exc.name or name}:{exc.lineno}: template "
-                               f"error: {exc.message}") from None
+            raise InvalidInput(
+                f"{self.directory}/{exc.name or name}:{exc.lineno}: template error: {exc.message}"
+            ) from None
         except TemplateError as exc:
-            raise InvalidInput(f"{self.directory}/{name}: template cannot be rendered: {exc}") \
-                from None
+            raise InvalidInput(
+                f"{self.directory}/{name}: template cannot be rendered: {exc}"
+            ) from None
         return Rendered(subject, _tidy(text), html)
 
     def check(self, names: set[str]) -> None:
         """Render each named template against a sample; raises on the first that fails."""
         missing = names - self.names()
         if missing:
-            raise InvalidInput(f"{self.directory}: missing template(s) "
-                               f"{', '.join(sorted(missing))} (each needs .subject.txt, .txt "
-                               "and .html)")
+            raise InvalidInput(
+                f"{self.directory}: missing template(s) "
+                f"{', '.join(sorted(missing))} (each needs .subject.txt, .txt "
+                "and .html)"
+            )
         for name in sorted(names):
             self.render(name, sample_context())
 

@@ -1,0 +1,74 @@
+"""Who a role means for one action or review, from the contacts table (loaded once per tick).
+
+    owner                  the action's owner contact, else the lead agency's lead
+    agency.lead            the lead agency's lead contact(s)
+    agency.manager         the lead agency's manager contact(s)
+    coordinator            the review's coordinator, else the partnership's
+    partnership.chair      the review's chair, else the partnership's
+    review.family_liaison  the review's family liaison
+    name@example.org       that address
+
+A role that resolves to nobody is a gap: the caller records it, never skips it silently.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dhr_workflow.models import Contact, ContactRole
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The facts about an action (or a review, with no action fields) that roles depend on."""
+
+    review_id: int
+    agency_id: int | None = None
+    owner_contact_id: int | None = None
+
+
+class Directory:
+    def __init__(self, session: Session) -> None:
+        self._by_id: dict[int, str] = {}
+        self._agency: dict[tuple[str, int], list[str]] = defaultdict(list)
+        self._review: dict[tuple[str, int], list[str]] = defaultdict(list)
+        self._partnership: dict[str, list[str]] = defaultdict(list)
+        for c in session.scalars(select(Contact).order_by(Contact.id)):
+            self._by_id[c.id] = c.email
+            if c.agency_id is not None:
+                self._agency[(c.role, c.agency_id)].append(c.email)
+            elif c.review_id is not None:
+                self._review[(c.role, c.review_id)].append(c.email)
+            else:
+                self._partnership[c.role].append(c.email)
+
+    def resolve(self, role: str, subject: Subject) -> list[str]:
+        if "@" in role:
+            return [role]
+        if role == "owner":
+            owner = self._by_id.get(subject.owner_contact_id or -1)
+            return [owner] if owner else self._of_agency(ContactRole.LEAD, subject)
+        if role == "agency.lead":
+            return self._of_agency(ContactRole.LEAD, subject)
+        if role == "agency.manager":
+            return self._of_agency(ContactRole.MANAGER, subject)
+        if role == "coordinator":
+            return self._of_review(ContactRole.COORDINATOR, subject, fallback=True)
+        if role == "partnership.chair":
+            return self._of_review(ContactRole.CHAIR, subject, fallback=True)
+        if role == "review.family_liaison":
+            return self._of_review(ContactRole.FAMILY_LIAISON, subject, fallback=False)
+        raise ValueError(f"unknown role {role!r}")  # the rule loader refuses these first
+
+    def _of_agency(self, role: ContactRole, subject: Subject) -> list[str]:
+        if subject.agency_id is None:
+            return []
+        return list(self._agency.get((role.value, subject.agency_id), []))
+
+    def _of_review(self, role: ContactRole, subject: Subject, *, fallback: bool) -> list[str]:
+        own = self._review.get((role.value, subject.review_id), [])
+        return list(own or (self._partnership.get(role.value, []) if fallback else []))
