@@ -346,12 +346,10 @@ def load_file(path: Path, display: str | None = None) -> RuleFile:
 
 
 def _first_useful(errors: list[Any]) -> Any:
-    # A str-or-mapping union reports the string branch first; the mapping branch is the one
-    # that tells a coordinator what is wrong with a mapping.
-    for err in errors:
-        if err["type"] not in ("string_type",):
-            return err
-    return errors[0]
+    """The error that best explains the mistake: a misspelt field before the "missing" it
+    causes; a str-or-mapping union's string branch last."""
+    rank = {"extra_forbidden": 0, "string_type": 2}
+    return min(errors, key=lambda e: rank.get(e["type"], 1))
 
 
 def load_dir(directory: Path, *, tz: ZoneInfo, templates: set[str] | None = None) -> RuleSet:

@@ -1,0 +1,224 @@
+"""Rule files: the shipped set is valid; every mistake is one line naming file, line, field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+
+from dhr_workflow.cli import main
+from dhr_workflow.engine import load_rules
+from dhr_workflow.errors import InvalidInput
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates" / "email"
+LONDON = ZoneInfo("Europe/London")
+
+LADDER = """\
+ladders:
+  - id: deadline
+    schedule: "0 8 * * 1-5"
+    applies_to: {status: [open, in_progress]}
+    steps:
+      - {at: -30d, notify: {to: [owner], template: due_soon}}
+      - {at: -7d, notify: {to: owner, template: due_soon, calendar: invite}}
+      - {at: +1d, notify: {to: [owner], cc: [agency.lead], template: overdue}}
+"""
+
+
+def _rules(tmp_path: Path, text: str, name: str = "deadlines.yaml") -> Path:
+    directory = tmp_path / "rules"
+    directory.mkdir(exist_ok=True)
+    (directory / name).write_text(text, encoding="utf-8")
+    return directory
+
+
+def test_shipped_rules_are_valid() -> None:
+    ruleset, _ = load_rules(ROOT / "rules", TEMPLATES, LONDON)
+    assert ruleset.ids == ["deadline", "six-monthly-report", "undated-actions", "stale-actions"]
+    [ladder] = ruleset.ladders
+    assert [str(s.at) for s in ladder.steps] == ["-30d", "-7d", "+1d", "+10bd", "+30d"]
+    assert str(ladder.steps[-1].repeat) == "+30d"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "at: +1d",
+            "at: +10x",
+            "deadlines.yaml:8: ladders[0] (deadline): steps[2].at: '+10x' is not a duration",
+        ),
+        (
+            '"0 8 * * 1-5"',
+            '"0 8 * * 1-9"',
+            "deadlines.yaml:2: ladders[0] (deadline): schedule: weekday 9 is out of range",
+        ),
+        (
+            '"0 8 * * 1-5"',
+            '"every day"',
+            "deadlines.yaml:2: ladders[0] (deadline): schedule: 'every day' is not a cron",
+        ),
+        (
+            "template: overdue",
+            "template: overdeu",
+            "deadlines.yaml:2: deadline: template 'overdeu' does not exist",
+        ),
+        (
+            "cc: [agency.lead]",
+            "cc: [agency.boss]",
+            "deadlines.yaml:8: ladders[0] (deadline): steps[2].notify[0].cc: 'agency.boss' is neither "
+            "a role",
+        ),
+        (
+            "applies_to: {status: [open, in_progress]}",
+            "applies_to: {state: open}",
+            "deadlines.yaml:4: ladders[0] (deadline): applies_to.state: unknown field",
+        ),
+        (
+            "applies_to: {status: [open, in_progress]}",
+            "applies_to: {status: [open, pending]}",
+            "deadlines.yaml:4: ladders[0] (deadline): applies_to.status: 'pending' is not one of",
+        ),
+        (
+            "calendar: invite",
+            "calendar: yes",
+            "deadlines.yaml:7: ladders[0] (deadline): steps[1].notify[0].calendar: Input should be",
+        ),
+        (
+            "at: -7d",
+            "at: -60d",
+            "deadlines.yaml:5: ladders[0] (deadline): steps: steps must be in order",
+        ),
+        (
+            "    steps:",
+            "    stpes:",
+            "deadlines.yaml:5: ladders[0] (deadline): stpes: unknown field",
+        ),
+        (
+            "  - id: deadline\n",
+            "  - name: deadline\n",
+            "deadlines.yaml:2: ladders[0] (?): name: unknown field",
+        ),
+    ],
+)
+def test_mistakes_name_file_line_and_field(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    assert old in LADDER
+    directory = _rules(tmp_path, LADDER.replace(old, new))
+    with pytest.raises(InvalidInput) as err:
+        load_rules(directory, TEMPLATES, LONDON)
+    assert str(err.value).startswith(f"rules/{message}"), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_duplicate_ids_across_files(tmp_path: Path) -> None:
+    _rules(tmp_path, LADDER)
+    directory = _rules(tmp_path, LADDER, "more.yaml")
+    with pytest.raises(
+        InvalidInput,
+        match=r"rules/more.yaml:2: ladders\[0\].id: duplicate id "
+        r"'deadline' \(also at rules/deadlines.yaml:2\)",
+    ):
+        load_rules(directory, TEMPLATES, LONDON)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "rules:\n  - id: r\n    schedule: {every: 6 months, from: review.plan_agreed_on}\n"
+            "    notify: {to: coordinator, template: needs_review}\n",
+            "'every ... from' schedules are for scope: review",
+        ),
+        (
+            "rules:\n  - id: r\n    scope: review\n    schedule: {every: 6 months, from: "
+            "review.plan_agreed_on}\n    notify: {to: owner, template: partnership_report}\n",
+            "'owner' needs an action",
+        ),
+        (
+            "rules:\n  - id: r\n    scope: review\n    schedule: {every: 6 fortnights, from: "
+            "review.plan_agreed_on}\n    notify: {to: partnership.chair, template: "
+            "partnership_report}\n",
+            "'6 fortnights' is not an interval",
+        ),
+        (
+            "rules:\n  - id: r\n    scope: review\n    schedule: {every: 6 months, from: "
+            "review.start}\n    notify: {to: partnership.chair, template: partnership_report}\n",
+            "'review.start' is not a review date",
+        ),
+        (
+            "rules:\n  - id: r\n    scope: review\n    applies_to: {needs_review: true}\n"
+            "    schedule: '0 9 * * 1'\n    notify: {to: coordinator, template: needs_review}\n",
+            "needs_review select actions",
+        ),
+        (
+            "rules:\n  - id: r\n    schedule: '0 9 * * 1'\n    notify: {to: [], template: x}\n",
+            "names nobody",
+        ),
+        ("ladders: [\n", "not valid YAML"),
+        ("- just\n- a list\n", "a rule file is a mapping"),
+    ],
+)
+def test_more_mistakes(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        load_rules(_rules(tmp_path, text), TEMPLATES, LONDON)
+
+
+def test_missing_or_empty_directory(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="the rules directory does not exist"):
+        load_rules(tmp_path / "nope", TEMPLATES, LONDON)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInput, match="no rule files"):
+        load_rules(tmp_path / "empty", TEMPLATES, LONDON)
+
+
+def _templates(tmp_path: Path) -> Path:
+    target = tmp_path / "email"
+    shutil.copytree(TEMPLATES, target)
+    return target
+
+
+def test_template_that_fails_to_render_is_caught_at_check(tmp_path: Path) -> None:
+    templates = _templates(tmp_path)
+    (templates / "overdue.txt").write_text("Dear {{ recipient.name }}\n")
+    with pytest.raises(
+        InvalidInput, match="overdue: template cannot be rendered: 'recipient' is undefined"
+    ):
+        load_rules(_rules(tmp_path, LADDER), templates, LONDON)
+    (templates / "overdue.txt").write_text("{% for a in actions %}\n")
+    with pytest.raises(InvalidInput, match=r"overdue.txt:\d+: template error"):
+        load_rules(_rules(tmp_path, LADDER), templates, LONDON)
+
+
+def test_templates_are_sandboxed(tmp_path: Path) -> None:
+    templates = _templates(tmp_path)
+    (templates / "overdue.txt").write_text("{{ actions.__class__.__mro__[1].__subclasses__() }}\n")
+    with pytest.raises(InvalidInput, match="unsafe|not safely|access to attribute"):
+        load_rules(_rules(tmp_path, LADDER), templates, LONDON)
+
+
+def test_missing_template_part(tmp_path: Path) -> None:
+    templates = _templates(tmp_path)
+    (templates / "overdue.html").unlink()
+    with pytest.raises(InvalidInput, match="template 'overdue' does not exist"):
+        load_rules(_rules(tmp_path, LADDER), templates, LONDON)
+
+
+def test_rules_check_command(tmp_path: Path) -> None:
+    ok = CliRunner().invoke(main, ["rules", "check"])
+    assert ok.exit_code == 0, ok.stderr
+    assert "rules/default.yaml:12: ladder deadline [0 8 * * 1-5]: -30d→due_soon" in ok.stdout
+    assert ok.stdout.rstrip().endswith("4 rule(s) OK")
+    bad = CliRunner().invoke(
+        main, ["rules", "check", str(_rules(tmp_path, LADDER.replace("+1d", "+1x")))]
+    )
+    assert bad.exit_code == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: rules/deadlines.yaml:8: ladders[0] (deadline): steps[2].at: '+1x' is not a "
+        "duration (use d, bd, w or m, e.g. -7d or +10bd)"
+    ]
