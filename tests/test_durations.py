@@ -83,7 +83,7 @@ def test_cron_weekdays_are_cron_weekdays() -> None:
 
 @pytest.mark.parametrize("expr", ["* * * *", "61 * * * *", "0 8 * * 9", "0 25 * * *", "bad"])
 def test_bad_cron(expr: str) -> None:
-    with pytest.raises(ValueError, match="cron|weekday"):
+    with pytest.raises(ValueError, match=r"cron|weekday"):
         parse_cron(expr, LONDON)
 
 

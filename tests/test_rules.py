@@ -70,8 +70,8 @@ def test_shipped_rules_are_valid() -> None:
         (
             "cc: [agency.lead]",
             "cc: [agency.boss]",
-            "deadlines.yaml:8: ladders[0] (deadline): steps[2].notify[0].cc: 'agency.boss' is neither "
-            "a role",
+            "deadlines.yaml:8: ladders[0] (deadline): steps[2].notify[0].cc: 'agency.boss' is "
+            "neither a role",
         ),
         (
             "applies_to: {status: [open, in_progress]}",
@@ -198,7 +198,7 @@ def test_template_that_fails_to_render_is_caught_at_check(tmp_path: Path) -> Non
 def test_templates_are_sandboxed(tmp_path: Path) -> None:
     templates = _templates(tmp_path)
     (templates / "overdue.txt").write_text("{{ actions.__class__.__mro__[1].__subclasses__() }}\n")
-    with pytest.raises(InvalidInput, match="unsafe|not safely|access to attribute"):
+    with pytest.raises(InvalidInput, match=r"unsafe|not safely|access to attribute"):
         load_rules(_rules(tmp_path, LADDER), templates, LONDON)
 
 
