@@ -15,19 +15,30 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, aliased
 
 from dhr_workflow import audit
 from dhr_workflow.durations import Offset, latest_fire_time, parse_cron
-from dhr_workflow.models import Action, ActionStatus, Firing, Notification, Review
+from dhr_workflow.models import (
+    CLOSED_STATUSES,
+    Action,
+    ActionStatus,
+    Agency,
+    Contact,
+    Firing,
+    Notification,
+    Recommendation,
+    Review,
+)
 from dhr_workflow.recipients import Directory, Subject
 from dhr_workflow.ruleset import Every, Ladder, Notify, Rule, RuleSet, load_dir
 from dhr_workflow.selection import action_clauses, review_clauses
@@ -186,24 +197,18 @@ def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
     ).all()
     fired = _fired_keys(session, ladder.id, "action")
     hits = []
+    reached: dict[dt.date, list[tuple[str, str]]] = {}  # many actions share a due date
     for row in rows:
-        keys = _reached(ladder, row.due_date, today, ctx.region)
+        if row.due_date not in reached:
+            reached[row.due_date] = _reached(ladder, row.due_date, today, ctx.region)
+        keys = reached[row.due_date]
         if not keys or (row.id, keys[-1][0]) in fired:
             continue
         period, step = keys[-1]
         lower = tuple(k for k, _ in keys[:-1] if (row.id, k) not in fired)
-        hits.append(
-            Hit(
-                ladder.id,
-                "action",
-                row.id,
-                period,
-                step,
-                tuple(ladder.steps[_step_index(ladder, step)].notify),
-                Subject(row.review_id, row.lead_agency_id, row.owner_contact_id),
-                superseded=lower,
-            )
-        )
+        notify = tuple(ladder.steps[_step_index(ladder, step)].notify)
+        subject = Subject(row.review_id, row.lead_agency_id, row.owner_contact_id)
+        hits.append(Hit(ladder.id, "action", row.id, period, step, notify, subject, lower))
     return hits
 
 
@@ -326,10 +331,16 @@ def _group(hits: Iterable[Hit], directory: Directory) -> tuple[list[Message], li
     messages: dict[tuple[Any, ...], Message] = {}
     gaps: dict[tuple[str, str], Gap] = {}
     unsent = []
+    # Addresses depend only on the notify step and the subject's review/agency/owner, which
+    # many actions share.
+    resolved: dict[tuple[int, Subject], tuple[list[str], list[str], list[str]]] = {}
     for hit in hits:
         delivered = False
         for notify in hit.notify:
-            to, cc, missing = _addresses(notify, hit.subject, directory)
+            cache_key = (id(notify), hit.subject)
+            if cache_key not in resolved:
+                resolved[cache_key] = _addresses(notify, hit.subject, directory)
+            to, cc, missing = resolved[cache_key]
             for role in missing:
                 gaps.setdefault((hit.rule, role), Gap(hit.rule, role)).hits.append(hit)
             if not to:
@@ -373,35 +384,32 @@ def _addresses(
 
 
 def _render(session: Session, messages: list[Message], ctx: Context) -> None:
-    ids = {i for m in messages for i in m.action_ids}
-    actions = (
-        {
-            a.id: a
-            for a in session.scalars(
-                select(Action)
-                .where(Action.id.in_(ids))
-                .options(
-                    joinedload(Action.review),
-                    joinedload(Action.recommendation),
-                    joinedload(Action.lead_agency),
-                    joinedload(Action.owner_contact),
-                )
-            )
-        }
-        if ids
-        else {}
+    # A digest lists at most LISTED actions ("and N more"): past that an email stops being
+    # one clear reminder, and rendering stays cheap however large the backlog.
+    wanted = {i for m in messages for i in m.action_ids[:LISTED]}
+    rows = (
+        {r["id"]: r for r in action_rows(session, Action.id.in_(sorted(wanted)))} if wanted else {}
+    )
+    summaries = review_contexts(
+        session, [m for m in messages if m.hits[0].subject_type == "review"], ctx
     )
     for msg in messages:
         if msg.hits[0].subject_type == "review":
-            review = session.get_one(Review, msg.hits[0].subject_id)
-            msg.review = review.ref
-            context = review_context(session, review, msg, ctx)
+            context = summaries[id(msg)]
+            msg.review = context["review"]["ref"]
         else:
-            listed = [actions[i] for i in msg.action_ids]
-            refs = {a.review.ref for a in listed}
-            msg.review = refs.pop() if len(refs) == 1 else None
-            context = {"actions": [action_context(a, ctx.today) for a in listed]}
+            listed = [action_context(rows[i], ctx.today) for i in msg.action_ids[:LISTED]]
+            refs = {a["review"] for a in listed}
+            msg.review = refs.pop() if len(refs) == 1 and len(msg.action_ids) <= LISTED else None
+            context = {
+                "actions": listed,
+                "more": len(msg.action_ids) - len(listed),
+                "total": len(msg.action_ids),
+            }
         msg.rendered = ctx.templates.render(msg.template, _common(msg, ctx) | context)
+
+
+LISTED = 50
 
 
 def _common(msg: Message, ctx: Context) -> dict[str, Any]:
@@ -411,73 +419,123 @@ def _common(msg: Message, ctx: Context) -> dict[str, Any]:
         "today": ctx.today,
         "partnership": ctx.partnership,
         "coordinator": None,
+        "more": 0,
     }
 
 
-def action_context(action: Action, today: dt.date) -> dict[str, Any]:
-    text = " ".join(
-        (action.text or (action.recommendation.text if action.recommendation else "")).split()
+def action_rows(
+    session: Session, *where: Any, order: Any = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The columns messages show, as plain rows (no ORM objects: digests can be large)."""
+    rec = aliased(Recommendation)
+    stmt = (
+        select(
+            Action.id,
+            Review.ref.label("review"),
+            rec.ref.label("recommendation"),
+            rec.text.label("rec_text"),
+            Action.ref,
+            Action.text,
+            Agency.name.label("agency"),
+            Action.owner_text,
+            Contact.name.label("owner_name"),
+            Action.due_date,
+            Action.target_text,
+            Action.status,
+            Action.completed_on,
+            Action.review_reasons,
+        )
+        .join(Review, Review.id == Action.review_id)
+        .outerjoin(rec, rec.id == Action.recommendation_id)
+        .outerjoin(Agency, Agency.id == Action.lead_agency_id)
+        .outerjoin(Contact, Contact.id == Action.owner_contact_id)
+        .where(*where)
+        .order_by(*(order if order is not None else (Action.id,)))
+        .limit(limit)
     )
-    owner = action.owner_text or (action.owner_contact.name if action.owner_contact else None)
+    return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+def action_context(row: dict[str, Any], today: dt.date) -> dict[str, Any]:
+    text = " ".join((row["text"] or row["rec_text"] or "").split())
+    due = row["due_date"]
     return {
-        "id": action.id, "review": action.review.ref,
-        "recommendation": action.recommendation.ref if action.recommendation else None,
-        "ref": action.ref or (action.recommendation.ref if action.recommendation else ""),
-        "text": text,
+        "id": row["id"], "review": row["review"], "recommendation": row["recommendation"],
+        "ref": row["ref"] or row["recommendation"] or "", "text": text,
         "text_short": text if len(text) <= TEXT_SHORT else text[: TEXT_SHORT - 1] + "…",
-        "lead_agency": action.lead_agency.name if action.lead_agency else None,
-        "owner": owner, "due_date": action.due_date,
-        "days": (action.due_date - today).days if action.due_date else None,
-        "target_text": action.target_text, "status": action.status,
-        "completed_on": action.completed_on, "reasons": list(action.review_reasons),
+        "lead_agency": row["agency"], "owner": row["owner_text"] or row["owner_name"],
+        "due_date": due, "days": (due - today).days if due else None,
+        "target_text": row["target_text"], "status": row["status"],
+        "completed_on": row["completed_on"], "reasons": list(row["review_reasons"] or []),
     }  # fmt: skip
 
 
-def review_context(session: Session, review: Review, msg: Message, ctx: Context) -> dict[str, Any]:
-    """The partnership report's and family update's summary of one review."""
-    today = ctx.today
-    rows = session.scalars(
-        select(Action)
-        .where(Action.review_id == review.id)
-        .options(
-            joinedload(Action.review),
-            joinedload(Action.recommendation),
-            joinedload(Action.lead_agency),
-            joinedload(Action.owner_contact),
-        )
-    ).all()
-    listed = [action_context(a, today) for a in rows]
-    counts = {s.value: sum(1 for a in rows if a.status == s) for s in ActionStatus}
-    counts["total"] = len(rows)
-    counts["open"] = counts["open"] + counts["in_progress"]
-    since = _since(msg, review, today)
-    closed = (ActionStatus.COMPLETED, ActionStatus.WITHDRAWN)
-    six_months = add_months(today, 6)
+def review_contexts(
+    session: Session, messages: list[Message], ctx: Context
+) -> dict[int, dict[str, Any]]:
+    """The partnership report's and family update's summary of each message's review: counts
+    by status, and the overdue, recently completed, due-soon and needs-review lists (each
+    capped at LISTED, with its full count). One query for all the reviews of a tick."""
+    ids = sorted({m.hits[0].subject_id for m in messages})
+    if not ids:
+        return {}
+    reviews = {r.id: r for r in session.scalars(select(Review).where(Review.id.in_(ids)))}
+    by_review: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in action_rows(session, Action.review_id.in_(ids)):
+        by_review[row["review"]].append(action_context(row, ctx.today))
     return {
+        id(m): _summary(reviews[m.hits[0].subject_id], by_review, m, ctx.today) for m in messages
+    }
+
+
+def _summary(
+    review: Review, by_review: dict[str, list[dict[str, Any]]], msg: Message, today: dt.date
+) -> dict[str, Any]:
+    listed = by_review.get(review.ref, [])
+    closed = {s.value for s in CLOSED_STATUSES}
+    counts = {s.value: sum(1 for a in listed if a["status"] == s) for s in ActionStatus}
+    counts["total"] = len(listed)
+    counts["open"] = counts["open"] + counts["in_progress"]
+    since, horizon = _since(msg, review, today), add_months(today, 6)
+    active = [a for a in listed if a["status"] not in closed]
+    groups = {
+        "overdue": sorted(
+            (a for a in active if a["due_date"] and a["due_date"] < today),
+            key=lambda a: a["due_date"],
+        ),
+        "completed_since": sorted(
+            (
+                a
+                for a in listed
+                if a["status"] == ActionStatus.COMPLETED
+                and a["completed_on"]
+                and a["completed_on"] >= since
+            ),
+            key=lambda a: a["completed_on"],
+        ),
+        "due_soon": sorted(
+            (a for a in active if a["due_date"] and today <= a["due_date"] <= horizon),
+            key=lambda a: a["due_date"],
+        ),
+        "needs_review": [a for a in active if a["reasons"]],
+    }
+    context: dict[str, Any] = {
         "review": {"ref": review.ref, "title": review.title, "partnership": review.partnership},
         "counts": counts,
-        "overdue": [a for a in listed if a["status"] not in closed and a["days"] is not None
-                    and a["days"] < 0],
-        "completed_since": [a for a in listed if a["status"] == ActionStatus.COMPLETED
-                            and a["completed_on"] and a["completed_on"] >= since],
-        "due_soon": [a for a in listed if a["status"] not in closed and a["due_date"]
-                     and today <= a["due_date"] <= six_months],
-        "needs_review": [a for a in listed if a["reasons"] and a["status"] not in closed],
-    }  # fmt: skip
+    }
+    for name, items in groups.items():
+        context[name], context[f"{name}_count"] = items[:LISTED], len(items)
+    return context
 
 
 def _since(msg: Message, review: Review, today: dt.date) -> dt.date:
     # "Since the last report": the previous occurrence of a recurring rule, else six months.
-    period = msg.hits[0].period_key
     try:
-        occurrence = dt.date.fromisoformat(period)
+        occurrence = dt.date.fromisoformat(msg.hits[0].period_key)
     except ValueError:
         return add_months(today, -6)
-    return (
-        add_months(occurrence, -6)
-        if review.plan_agreed_on is None
-        else max(review.plan_agreed_on, add_months(occurrence, -6))
-    )
+    previous = add_months(occurrence, -6)
+    return max(review.plan_agreed_on, previous) if review.plan_agreed_on else previous
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -608,17 +666,23 @@ def _enqueued(session: Session, msg: Message, now: dt.datetime) -> tuple[str, st
     )
     session.add(note)
     session.flush()
-    for rule, kind, subject_id, period in (_key(h) for h in msg.hits):
-        session.execute(
-            update(Firing)
-            .where(
-                Firing.rule_id == rule,
-                Firing.subject_type == kind,
-                Firing.subject_id == subject_id,
-                Firing.period_key == period,
-            )
-            .values(notification_id=note.id)
+    link = (
+        update(cast(Table, Firing.__table__))
+        .where(
+            Firing.rule_id == bindparam("k_rule"),
+            Firing.subject_type == bindparam("k_type"),
+            Firing.subject_id == bindparam("k_id"),
+            Firing.period_key == bindparam("k_period"),
         )
+        .values(notification_id=note.id)
+    )
+    session.execute(
+        link,
+        [
+            {"k_rule": r, "k_type": t, "k_id": i, "k_period": p}
+            for r, t, i, p in (_key(h) for h in msg.hits)
+        ],
+    )
     return (
         "notification.enqueue",
         f"notification:{note.id}",

@@ -136,4 +136,6 @@ def sample_context() -> dict[str, Any]:
         "counts": {"total": 1, "open": 1, "in_progress": 0, "completed": 0, "blocked": 0,
                    "withdrawn": 0},
         "overdue": [action], "completed_since": [], "due_soon": [], "needs_review": [action],
+        "overdue_count": 1, "completed_since_count": 0, "due_soon_count": 0,
+        "needs_review_count": 1, "total": 1, "more": 0,
     }  # fmt: skip
