@@ -63,10 +63,21 @@ _MONTH = r"(?P<month>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|
 _ISO = re.compile(r"(?<!\d)(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})(?!\d)")
 _NUMERIC = re.compile(r"(?<![\d.])(?P<d>\d{1,2})[./-](?P<m>\d{1,2})[./-](?P<y>\d{4}|\d{2})(?![\d])")
 _DAY_MONTH = re.compile(
-    rf"(?<!\d)(?P<day>\d{{1,2}})\s*(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\b\.?(?:[\s,]+(?P<year>\d{{4}}|\d{{2}})(?!\d))?",
+    rf"(?<!\d)(?P<day>\d{{1,2}})\s*(?:st|nd|rd|th)?[\s-]+(?:of\s+)?{_MONTH}\b\.?"
+    rf"(?:[\s,-]+(?P<year>\d{{4}}|\d{{2}})(?!\d))?",
     re.I,
 )
-_MONTH_YEAR = re.compile(rf"\b{_MONTH}\b\.?[\s,/-]*(?P<year>\d{{4}}|\d{{2}})(?![\d/.])", re.I)
+# "March 31 2016", "June 12th, 2016": American order, written out, so unambiguous.
+_MONTH_DAY_YEAR = re.compile(
+    rf"\b{_MONTH}\b\.?\s+(?P<day>\d{{1,2}})\s*(?:st|nd|rd|th)?,?\s+(?P<year>\d{{4}})(?!\d)",
+    re.I,
+)
+# A two-digit "year" followed by an ordinal or a four-digit year is a day ("March 31 2016").
+_MONTH_YEAR = re.compile(
+    rf"\b{_MONTH}\b\.?[\s,/-]*(?P<year>\d{{4}}|\d{{2}})(?![\d/]|\.\d)"
+    rf"(?!\s*(?:st|nd|rd|th)\b)(?!,?\s+\d{{4}})",
+    re.I,
+)
 _SEASON = re.compile(r"\b(?P<season>spring|summer|autumn|fall|winter)\s+(?P<year>\d{4})\b", re.I)
 _RELATIVE = re.compile(
     r"(?P<n>\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|a)\s*"
@@ -85,7 +96,9 @@ _NO_DEADLINE = re.compile(
 )
 _COMPLETED = re.compile(r"^\s*(?:action\s+)?complete(?:d)?\b", re.I)
 _STILL_OPEN = re.compile(
-    r"\b(?:in)?complete\s*-\s*ongoing|on[\s-]?going|awaited|partial|not yet", re.I
+    r"\b(?:in)?complete\s*-\s*ongoing|on[\s-]?going|awaited|awaiting|partial|in part\b|"
+    r"in progress|pending|not yet|outstanding",
+    re.I,
 )
 
 
@@ -121,16 +134,16 @@ def read_target(
     words = " ".join((text or "").split())
     if not words:
         return _recurring(milestones, anchors, today) or Target(reasons=("due: no target date",))
-    if _COMPLETED.match(words) and not _STILL_OPEN.search(words):
-        dates = _dates(words)
-        return Target(completed=True, completed_on=dates[0].date if dates else None)
+    outcome = read_outcome(words)
+    if outcome.completed:
+        return Target(completed=True, completed_on=outcome.completed_on)
     relative = _RELATIVE.search(words)
     if relative:
         return _relative(words, relative, anchors)
     recurring = _recurring(words, anchors, today)
     if recurring:
         return recurring
-    if _NO_DEADLINE.match(words):
+    if _NO_DEADLINE.match(words) and not _dates(words):  # "Ongoing - review March 2024" has one
         return _recurring(milestones, anchors, today) or Target(
             reasons=(f"due: no deadline given ({_quote(words)})",)
         )
@@ -162,6 +175,7 @@ def _dates(words: str) -> list[_Found]:
     for pattern, build in (
         (_ISO, _numeric),
         (_NUMERIC, _numeric),
+        (_MONTH_DAY_YEAR, _day_month),
         (_DAY_MONTH, _day_month),
         (_MONTH_YEAR, _month_year),
         (_SEASON, _season),
@@ -178,7 +192,9 @@ def _dates(words: str) -> list[_Found]:
 
 def _year(text: str) -> int:
     year = int(text)
-    return year + 2000 if year < 100 else year
+    if year >= 100:
+        return year
+    return year + (2000 if year < 70 else 1900)  # "99" is 1999, not 2099
 
 
 def _safe_date(year: int, month: int, day: int) -> dt.date | None:

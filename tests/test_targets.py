@@ -85,6 +85,15 @@ RELATIVE, RECURRING = DueBasis.RELATIVE, DueBasis.RECURRING
         ("Quarterly", D(2024, 3, 1), RECURRING),
         ("Annually", D(2024, 6, 1), RECURRING),
         ("6-month reviews", D(2024, 6, 1), RECURRING),
+        # written the American way, Excel's day-month-year, full stops, old two-digit years
+        ("March 31 2016", D(2016, 3, 31), FIXED),
+        ("June 12th, 2016", D(2016, 6, 12), FIXED),
+        ("15-Mar-24", D(2024, 3, 15), FIXED),
+        ("December 2023.", D(2023, 12, 31), MONTH_END),
+        ("Dec-23.", D(2023, 12, 31), MONTH_END),
+        ("01/02/99", D(1999, 2, 1), FIXED),
+        ("Ongoing - review March 2024", D(2024, 3, 31), MONTH_END),
+        ("March 2024 and ongoing", D(2024, 3, 31), MONTH_END),
     ],
 )
 def test_dates(written: str, due: D, basis: DueBasis) -> None:
@@ -189,6 +198,9 @@ def test_completed(written: str, completed_on: D | None) -> None:
         "",
         "August 2013. All current front line staff",
         "Partially complete",
+        "Complete – awaiting sign off",
+        "completed in part",
+        "Completed (in progress)",
     ],
 )
 def test_still_open(written: str) -> None:
