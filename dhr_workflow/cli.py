@@ -382,6 +382,8 @@ def _print_import(report: ImportReport, fmt: str, dry_run: bool) -> None:
         for c in flagged:
             for reason in c.values["review_reasons"]:
                 click.echo(f"  line {c.row.line}, {c.row.section} rec {c.row.ref}: {reason}")
+    for line, why in report.ignored:
+        click.echo(f"  ignored line {line}: {why}")
     for action_id, ref in report.missing:
         click.echo(f"  not in this file: action {action_id} (rec {ref}); left as it is")
 

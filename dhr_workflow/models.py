@@ -171,7 +171,7 @@ class Recommendation(Base):
     review_id: Mapped[int] = mapped_column(ForeignKey("review.id"), nullable=False, index=True)
     ref: Mapped[str] = mapped_column(String(50), nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False, default="")
-    scope: Mapped[str | None] = mapped_column(String(50))
+    scope: Mapped[str | None] = mapped_column(Text)
     # Where it came from: "overview", or the agency section heading it sat under.
     section: Mapped[str] = mapped_column(String(300), nullable=False, default="overview")
     created_at: Mapped[dt.datetime] = _now_column()

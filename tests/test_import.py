@@ -425,3 +425,102 @@ def test_documented_template_imports(cli: CliFn) -> None:
     )
     assert rows[("Bi Borough VAWG Strategic Board", "2")]["due_date"] == "2023-12-31"
     assert rows[("Safer Westminster Partnership", "1")]["owner"] == "Cat Coordinator"
+
+
+# --- what real spreadsheets and documents do ---------------------------------------------------
+
+
+def test_xlsx_cells_as_people_see_them(cli: CliFn, tmp_path: Path) -> None:
+    import datetime as dt
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Ref", "Recommendation", "Action", "Lead Agency", "Target date"])
+    sheet.append([1.1, "Police to act", "Brief staff", "Police", dt.datetime(2024, 3, 1)])
+    sheet.append([1.10, "Police to audit", "Audit", "Police", dt.datetime(2024, 5, 15)])
+    sheet["A3"].number_format = "0.00"
+    sheet["E2"].number_format = "mmm-yy"  # shows "Mar-24": the month, so its last day
+    key = book.create_sheet("Key")
+    key.append(["Recommendation", "Action", "Target date"])
+    key.append(["R", "red", "overdue"])
+    path = tmp_path / "plan.xlsx"
+    book.save(path)
+    rows = {r["recommendation"]: r for r in (_import(cli, path, "X1") and _actions(cli, "X1"))}
+    assert set(rows) == {"1.1", "1.10"}  # nothing from the Key sheet
+    assert (rows["1.1"]["due_date"], rows["1.1"]["target_text"]) == ("2024-03-31", "March 2024")
+    assert rows["1.10"]["due_date"] == "2024-05-15"
+
+
+def test_docx_merged_cells_keep_columns(cli: CliFn, tmp_path: Path) -> None:
+    document = Document()
+    table = document.add_table(rows=2, cols=5)
+    for cell, text in zip(
+        table.rows[0].cells,
+        ["Recommendation", "Action", "Lead Agency", "Target date", "Status"],
+        strict=True,
+    ):
+        cell.text = text
+    row = table.rows[1].cells
+    row[0].text = "1) Police to act"
+    merged = row[1].merge(row[2])
+    merged.text = "Brief staff (police lead)"
+    row[3].text = "March 2025"
+    row[4].text = "Not started"
+    path = tmp_path / "merged.docx"
+    document.save(str(path))
+    [action] = _import(cli, path, "D1") and _actions(cli, "D1")
+    assert (action["due_date"], action["outcome"]) == ("2025-03-31", "Not started")
+
+
+def test_utf16_text_and_unknown_extensions(cli: CliFn, tmp_path: Path) -> None:
+    utf16 = tmp_path / "unicode.txt"
+    utf16.write_bytes(
+        "Recommendation\tAction\tLead Agency\tTarget date\n"
+        "1) Act\tDo it\tPolice\tMay 2024\n".encode("utf-16")
+    )
+    assert _import(cli, utf16, "U1")["created"] == 1
+    script = tmp_path / "mkplan.py"
+    script.write_text("rows = ['Recommendation,Action,Lead Agency,Target date']\n")
+    assert ".py is not a plan format" in _error(cli("import", str(script), "--review", "U2"))
+
+
+def test_future_completion_date_is_flagged(cli: CliFn, tmp_path: Path) -> None:
+    path = tmp_path / "plan.csv"
+    path.write_text(
+        "Recommendation,Action,Lead Agency,Target date,Status\n"
+        "1,Act,Police,May 2024,Completed; next review due 01/01/2999\n"
+    )
+    [action] = _import(cli, path, "F1") and _actions(cli, "F1")
+    assert (action["status"], action["completed_on"]) == ("completed", None)
+    assert "completion date 2999-01-01 is in the future" in action["review_reasons"][0]
+
+
+def test_revised_text_of_a_completed_action_is_flagged(cli: CliFn, tmp_path: Path) -> None:
+    path = tmp_path / "plan.csv"
+    path.write_text(
+        "Recommendation,Action,Lead Agency,Target date,Status\n"
+        "1,Brief staff,Police,May 2024,Completed\n"
+        ",Audit files,Police,June 2024,\n"
+    )
+    _import(cli, path, "V1")
+    path.write_text(
+        "Recommendation,Action,Lead Agency,Target date,Status\n1,Audit files,Police,June 2024,\n"
+    )
+    report = _import(cli, path, "V1")
+    assert report["not_in_file"]  # the old second action is listed, not deleted
+    first = next(r for r in _actions(cli, "V1") if r["ref"] == "1")
+    assert first["status"] == "completed"
+    assert "completed action changed; check it" in " ".join(first["review_reasons"])
+    again = _import(cli, path, "V1")
+    assert again["updated"] == 0
+    first = next(r for r in _actions(cli, "V1") if r["ref"] == "1")
+    assert first["needs_review"]  # stays flagged until someone looks
+
+
+def test_too_long_agency_names_the_line(cli: CliFn, tmp_path: Path) -> None:
+    path = tmp_path / "plan.csv"
+    path.write_text(f"Recommendation,Action,Lead Agency,Target date\n1,Act,{'A' * 400},May 2024\n")
+    line = _error(cli("import", str(path), "--review", "L1"))
+    assert "plan.csv:2: agency name" in line
+    assert "longer than 300 characters" in line

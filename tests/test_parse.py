@@ -170,8 +170,144 @@ def test_agency_named_in_the_action_column() -> None:
         ('<ul style="list-style-type: none"> • MAPPAs lists • Update', "• MAPPAs lists\n• Update"),
         ("<p>unclosed <b>bold", "unclosed bold"),
         ("plain   text\u00a0here", "plain text here"),
-        ("<script>alert(1)</script>ok", "alert(1)ok"),
+        ("<script>alert(1)</script>ok", "ok"),
+        ("Contact <jane@nhs.net> if risk is <high>", "Contact <jane@nhs.net> if risk is <high>"),
     ],
 )
 def test_html_to_text(html: str, text: str) -> None:
     assert clean(html) == text
+
+
+@pytest.mark.parametrize(
+    ("header", "roles"),
+    [
+        (
+            "Rec|Recommendation|Action|Lead Agency/Organisation|Deadline date|RAG Status",
+            ["ref", "recommendation", "action", "agency", "target", "outcome"],
+        ),
+        (
+            "Recommendation|Action|Responsible agency|Target date|Revised target date|"
+            "Date completed",
+            ["recommendation", "action", "agency", "target", "outcome"],
+        ),
+        (
+            "Recommendation|Desired outcome|Action|Target date|Status",
+            ["recommendation", "milestones", "action", "target", "outcome"],
+        ),
+    ],
+)
+def test_more_header_synonyms(header: str, roles: list[str]) -> None:
+    found = column_roles(header.split("|"))
+    assert found is not None
+    assert sorted(found.values()) == sorted(roles)
+
+
+def test_revised_target_column_wins() -> None:
+    found = column_roles(["Recommendation", "Action", "Target date", "Revised target date"])
+    assert found == {0: "recommendation", 1: "action", 3: "target"}
+
+
+@pytest.mark.parametrize("ref", ["Recommendation No 1", "(1)", "Rec 1", "R1", "1", "1)"])
+def test_worded_refs_in_a_ref_column(ref: str) -> None:
+    plan = parse_lines(
+        _lines(
+            "Ref|Recommendation|Action|Lead Agency|Target date",
+            f"{ref}|Police to act|Do it|Police|May 2024",
+        )
+    )
+    assert [r.rec_ref for r in plan.rows] == ["1"]
+
+
+def test_repeated_agency_heading_is_a_section_not_furniture() -> None:
+    plan = parse_lines(
+        _lines(
+            "Agency: Avon and Somerset Police",
+            "Recommendation|Action|Action Holder|Target date",
+            "1) Police to act|Do it|DI Jones|May 2024",
+            "Agency: Avon and Somerset Police",
+            "Recommendation|Action|Action Holder|Target date",
+            "2) Police to act again|Do more|DI Jones|June 2024",
+            "Agency: NHS Somerset",
+            "Recommendation|Action|Action Holder|Target date",
+            "1) Health to act|Audit|Named GP|July 2024",
+        )
+    )
+    assert [(r.lead_agency, r.ref) for r in plan.rows] == [
+        ("Avon and Somerset Police", "1"),
+        ("Avon and Somerset Police", "2"),
+        ("NHS Somerset", "1"),
+    ]
+
+
+def test_heading_ending_in_recommendations_names_the_agency() -> None:
+    plan = parse_lines(
+        _lines(
+            "Avon and Somerset Police Recommendations",
+            "Recommendation|Action|Action Holder|Target date",
+            "1) Police to act|Do it|DI Jones|May 2024",
+        )
+    )
+    assert plan.rows[0].lead_agency == "Avon and Somerset Police"
+
+
+def test_section_rows_inside_one_spreadsheet_table() -> None:
+    plan = parse_lines(
+        _lines(
+            "Recommendation|Action|Owner|Target date",
+            "Police",
+            "1|Brief officers|DI Jones|May 2024",
+            "2|Audit DASH|DI Jones|June 2024",
+            "Health",
+            "1|Audit GP practice|Named GP|July 2024",
+        )
+    )
+    assert [(r.section, r.ref, r.rec_text) for r in plan.rows] == [
+        ("Police", "1", ""),
+        ("Police", "2", ""),
+        ("Health", "1", ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cell", "section", "agency"),
+    [
+        ("Agency: West Mercia Police", "West Mercia Police", "West Mercia Police"),
+        ("Overview Report", "overview", None),
+        ("Police Recommendations", "Police", "Police"),
+    ],
+)
+def test_section_column_reads_like_a_heading(cell: str, section: str, agency: str | None) -> None:
+    plan = parse_lines(
+        _lines("Section|Recommendation|Action|Target date", f"{cell}|1|Act|May 2024")
+    )
+    assert (plan.rows[0].section, plan.rows[0].lead_agency) == (section, agency)
+
+
+def test_unmapped_columns_stay_out_of_mapped_ones() -> None:
+    plan = parse_lines(
+        _lines(
+            "Recommendation|Action|Lead Agency|Target date|Comments",
+            "1) Act|Do it|Police|March 2024|Chased 01/02/2024 no reply",
+        )
+    )
+    assert plan.rows[0].target == "March 2024"
+
+
+def test_footer_that_kept_its_tabs_is_skipped() -> None:
+    plan = parse_lines(
+        _lines(
+            "Recommendation|Action|Lead Agency|Target date",
+            "1) Act|Do it|Police|March 2024",
+            "Plan – Confidential – Not to be Photocopied|||",
+            "Page 4 of 9|||",
+            "continued text|||",
+        )
+    )
+    assert plan.rows[0].rec_text == "Act continued text"
+
+
+def test_new_sheet_starts_afresh() -> None:
+    lines = _lines("Recommendation|Action|Lead Agency|Target date", "1) Act|Do it|Police|May 2024")
+    key = [Line(10, ()), Line(11, ("Key",)), Line(12, ("R = red", "A = amber"))]
+    plan = parse_lines([*lines, *key])
+    assert [r.ref for r in plan.rows] == ["1"]

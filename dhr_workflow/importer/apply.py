@@ -18,11 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from dhr_workflow import actions, agencies, audit, reviews
+from dhr_workflow.errors import InvalidInput
 from dhr_workflow.importer.parse import ParsedPlan, PlanRow
 from dhr_workflow.models import Action, ActionStatus, Review
 from dhr_workflow.targets import read_outcome, read_target
 
 AGENCY_REASON = "agency: the plan names no lead agency for this action; set one in the plan"
+CHANGED_AFTER_COMPLETION = "status: the plan's text for this completed action changed; check it"
 # Fields a plan decides; compared on re-import. Due fields only move when target words do.
 PLAN_FIELDS = ("text", "owner_text", "milestones", "target_text", "outcome", "lead_agency")
 DUE_FIELDS = ("due_date", "due_basis", "due_rule")
@@ -88,11 +90,15 @@ def desired(row: PlanRow, anchors: Mapping[str, dt.date | None], today: dt.date)
     target = read_target(row.target, anchors, today, milestones=row.milestones)
     outcome = read_outcome(row.outcome)
     completed = target.completed or outcome.completed
+    completed_on = outcome.completed_on or target.completed_on
     reasons: list[str] = []
-    if not completed:
+    if not completed and not row.target and row.milestones and not target.rule:
+        reasons.append(f"due: no target date (the milestones column reads {row.milestones[:60]!r})")
+    elif not completed:
         reasons += target.reasons
-        if not row.target and row.milestones and not target.rule:
-            reasons = [f"due: no target date (the milestones column reads {row.milestones[:60]!r})"]
+    if completed_on is not None and completed_on > today:
+        reasons.append(f"status: completion date {completed_on} is in the future; check it")
+        completed_on = None
     if not row.lead_agency:
         reasons.append(AGENCY_REASON)
     return {
@@ -106,7 +112,7 @@ def desired(row: PlanRow, anchors: Mapping[str, dt.date | None], today: dt.date)
         "due_basis": target.basis.value,
         "due_rule": target.rule,
         "status": ActionStatus.COMPLETED.value if completed else ActionStatus.OPEN.value,
-        "completed_on": outcome.completed_on or target.completed_on,
+        "completed_on": completed_on,
         "review_reasons": reasons,
     }
 
@@ -154,6 +160,11 @@ def _differences(
     if values["status"] == ActionStatus.COMPLETED and action.status != ActionStatus.COMPLETED:
         want.update(status=values["status"], completed_on=values["completed_on"])
     want["review_reasons"] = _reasons_after(action, values, due_moved="due_date" in want)
+    # A revised plan may have removed or reordered rows: the completed status may now belong
+    # to another action. Flag it rather than carry it over silently.
+    reflag = CHANGED_AFTER_COMPLETION not in want["review_reasons"]
+    if action.status == ActionStatus.COMPLETED and want["text"] != now["text"] and reflag:
+        want["review_reasons"] = [*want["review_reasons"], CHANGED_AFTER_COMPLETION]
     changed = {k: v for k, v in want.items() if now.get(k) != v}
     return {k: now.get(k) for k in changed}, changed
 
@@ -188,6 +199,7 @@ def _reasons_after(action: Action, values: dict[str, Any], *, due_moved: bool) -
     ):
         kept_due = []
     others = [r for r in action.review_reasons if not r.startswith(("due:", "agency:"))]
+    others += [r for r in values["review_reasons"] if r.startswith("status:") and r not in others]
     agency = [AGENCY_REASON] if AGENCY_REASON in values["review_reasons"] else []
     return [*kept_due, *agency, *others]
 
@@ -219,7 +231,10 @@ def apply_plan(
         return report
     assert review is not None
     for change in changes:
-        _write(session, review, change, source=source, now=now, actor=actor)
+        try:
+            _write(session, review, change, source=source, now=now, actor=actor)
+        except InvalidInput as exc:  # e.g. an agency name too long: say which row
+            raise InvalidInput(f"{source}:{change.row.line}: {exc}") from None
         if progress:
             progress(1)
     audit.record(

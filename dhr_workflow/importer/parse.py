@@ -30,32 +30,45 @@ OVERVIEW = "overview"
 COLUMN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (role, re.compile(pattern))
     for role, pattern in (
-        ("ref", r"#|no|ref|number|rec(ommendation)? (no|number|ref)"),
+        ("ref", r"#|no|ref|ref no|number|rec|rec(ommendation)? (no|number|ref)"),
         ("section", r"section|agency section"),
         ("recommendation", r"recommendations?( text)?"),
         ("scope", r"scope.*"),
-        ("milestones", r"(key )?milestones.*"),
-        ("target", r"target.*|deadline|due date|due|timescales?"),
-        ("outcome", r".*outcome.*|status|progress.*|.*action taken.*|updates?|completion date"),
+        ("milestones", r"(key )?milestones.*|(desired|expected|intended) outcomes?"),
+        ("target", r"target.*|deadline.*|due date|due|timescales?|revised (target|due) date.*"),
+        (
+            "outcome",
+            r".*outcome.*|.*status|progress.*|.*action taken.*|updates?|"
+            r"completion date|date completed|completed|rag.*",
+        ),
         (
             "owner",
             r"action holder|implementation lead|lead officers?.*|owner|"
             r"responsible (officer|person|lead)|lead person|named lead",
         ),
-        ("agency", r"(lead )?agency|lead (organisation|partner)|organisation"),
+        (
+            "agency",
+            r"(lead |responsible )?(agency|organisation|organization|partner)"
+            r"( (organisation|organization|agency|partner))?",
+        ),
         ("action", r"actions?.*|agreed actions?"),
     )
 )
 _FOOTER = re.compile(r"confidential|not to be (photo)?copied|^page \d+( of \d+)?$|^\d+$", re.I)
 _TITLE = re.compile(
-    r"action plan|domestic homicide review|^appendix|^contents|"
-    r"individual management (report|review)|allocated actions|recommendations$",
+    r"action plan|domestic homicide review|^appendix|^contents|allocated actions|"
+    r"^(individual management (report|review)|imr|single agency|agency)( recommendations)?$|"
+    r"^recommendations$",
     re.I,
 )
+# "Avon and Somerset Police Recommendations" above a table names the agency.
+_HEADING_TAIL = re.compile(r"\s+(recommendations|action plan|actions)$", re.I)
 _AGENCY_HEADING = re.compile(r"^agency\s*[:\-–]\s*(?P<name>.+)$", re.I)
 _DEBRIS = re.compile(r"^[\s\-–—_=.|*]*$")
 _REF_WORDED = re.compile(
-    r"^\s*recommendation\s*(?:no\.?|number|#)?\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)\b[.):]?\s*", re.I
+    r"^\s*(?:recommendation|rec\.?|r)\s*(?:no\.?|number|#)?\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)\b"
+    r"[.):]?\s*|^\s*\((?P<paren>\d+(?:\.\d+)*[a-z]?)\)\s*",
+    re.I,
 )
 _REF_BARE = re.compile(
     r"^\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)\s*[).:](?!\d)\s*|^\s*(?P<dotted>\d+\.\d+(?:\.\d+)*)\s+"
@@ -118,7 +131,13 @@ def column_roles(cells: Sequence[str]) -> dict[int, str] | None:
     for i, cell in enumerate(cells):
         name = normalise_header(cell)
         role = next((r for r, p in COLUMN_PATTERNS if name and p.fullmatch(name)), None)
-        if role and role not in roles.values():
+        if role is None:
+            continue
+        earlier = next((j for j, r in roles.items() if r == role), None)
+        if earlier is None:
+            roles[i] = role
+        elif re.search(r"\b(revised|updated|new|current)\b", name):
+            del roles[earlier]  # "Revised target date" beats the original one
             roles[i] = role
     wanted = {"recommendation", "action", "target", "ref"}
     if (
@@ -151,6 +170,10 @@ class _Parser:
 
     def run(self) -> ParsedPlan:
         for position, line in enumerate(self.lines):
+            if not line.cells:  # a new sheet: its own header and sections
+                self.roles, self.current = None, None
+                self.section, self.section_agency = OVERVIEW, None
+                continue
             if len(line.cells) == 1:
                 self._heading(position, line)
                 continue
@@ -166,37 +189,58 @@ class _Parser:
     def _heading(self, position: int, line: Line) -> None:
         text = clean(line.cells[0])
         flat = " ".join(text.split())
-        if not flat or flat.lower() in self.furniture or _FOOTER.search(flat):
-            return
         agency = _AGENCY_HEADING.match(flat)
-        if agency:
+        if agency:  # even when it repeats on every page
             self._enter(agency["name"].strip(), agency=True)
+        elif not flat or self._is_furniture(flat):
+            return
         elif "overview" in flat.lower():
             self._enter(OVERVIEW, agency=False)
         elif _TITLE.search(flat):
             if self.plan.title is None and "domestic homicide review" in flat.lower():
                 self.plan.title = flat
-        elif self._precedes_header(position):
-            self._enter(flat, agency=True)
+        elif self._precedes_header(position) or (
+            # a spreadsheet's section row between the rows of one table
+            self.roles is not None and _looks_like_name(flat) and self._precedes_ref(position)
+        ):
+            self._enter(_HEADING_TAIL.sub("", flat), agency=True)
         elif self.current is not None and self.roles is not None:
             self._continue_first_column(text)
+
+    def _is_furniture(self, flat: str) -> bool:
+        return flat.lower() in self.furniture or bool(_FOOTER.search(flat))
 
     def _continue_first_column(self, text: str) -> None:
         # A spreadsheet row with only its first cell filled, inside a table: a wrapped cell.
         assert self.roles is not None
         role = self.roles.get(0, "recommendation")
-        cells = {"recommendation" if role in ("ref", "section") else role: text}
-        self._continue(cells.pop("recommendation", ""), cells)
+        if role in ("ref", "section", "recommendation"):
+            self._continue(text, {})
+        else:
+            self._continue("", {role: text})
 
-    def _precedes_header(self, position: int) -> bool:
+    def _next_line(self, position: int) -> Line | None:
+        """The next line that is not blank or page furniture."""
         for line in self.lines[position + 1 :]:
             if len(line.cells) == 1:
-                text = " ".join(clean(line.cells[0]).split())
-                if not text or text.lower() in self.furniture or _FOOTER.search(text):
+                flat = " ".join(clean(line.cells[0]).split())
+                if not flat or self._is_furniture(flat):
                     continue
-                return False
-            return column_roles(line.cells) is not None
-        return False
+            return line
+        return None
+
+    def _precedes_ref(self, position: int) -> bool:
+        line = self._next_line(position)
+        return (
+            line is not None
+            and len(line.cells) > 1
+            and column_roles(line.cells) is None
+            and self._ref(self._cells(line))[0] is not None
+        )
+
+    def _precedes_header(self, position: int) -> bool:
+        line = self._next_line(position)
+        return line is not None and len(line.cells) > 1 and column_roles(line.cells) is not None
 
     def _enter(self, name: str, *, agency: bool) -> None:
         self.section, self.section_agency = name, (name if agency else None)
@@ -210,27 +254,45 @@ class _Parser:
             return
         if all(_DEBRIS.match(v) for v in line.cells):
             return
-        if "section" in cells and cells["section"] and cells["section"] != self.section:
-            self._enter(cells["section"], agency=cells["section"].lower() != OVERVIEW)
+        if not any(c.strip() for c in line.cells[1:]):
+            flat = " ".join(clean(line.cells[0]).split())
+            if self._is_furniture(flat):  # a footer that kept its tabs
+                return
+        if cells.get("section"):
+            self._section_cell(cells["section"])
         ref, rec_text = self._ref(cells)
         if ref is not None:
             self._start(line, ref, rec_text, cells)
         elif self._second_action(cells):
+            self._append_rec_text(rec_text)
             assert self.current is not None
-            self.current.rec_text = join(self.current.rec_text, rec_text)
             self._start(line, self.current.rec_ref, None, cells)
         elif self.current is not None:
             self._continue(rec_text, cells)
         else:
             self.plan.ignored.append((line.number, "a row with no recommendation to belong to"))
 
+    def _section_cell(self, value: str) -> None:
+        """A spreadsheet's Section column, read like a heading."""
+        flat = " ".join(value.split())
+        agency = _AGENCY_HEADING.match(flat)
+        name, is_agency = (
+            (agency["name"].strip(), True)
+            if agency
+            else (OVERVIEW, False)
+            if "overview" in flat.lower()
+            else (_HEADING_TAIL.sub("", flat), True)
+        )
+        if name != self.section:
+            self._enter(name, agency=is_agency)
+
     def _cells(self, line: Line) -> dict[str, str]:
         assert self.roles is not None
         out: dict[str, str] = {}
         for i, role in self.roles.items():
             out[role] = clean(line.cells[i]) if i < len(line.cells) else ""
-        extra = [clean(c) for c in line.cells[max(self.roles) + 1 :] if c.strip()]
-        if extra:  # cells past the header's width belong to the last column
+        extra = [clean(c) for c in line.cells[len(self.header) :] if c.strip()]
+        if extra:  # cells past the header's width: a row that overflowed its last column
             last = self.roles[max(self.roles)]
             out[last] = " ".join([out[last], *extra]).strip()
         return out
@@ -238,16 +300,9 @@ class _Parser:
     def _ref(self, cells: dict[str, str]) -> tuple[str | None, str]:
         rec = cells.get("recommendation", "")
         if "ref" in cells:
-            m = _REF_ONLY.match(cells["ref"])
-            return (m["ref"] if m else None), rec
-        only = _REF_ONLY.match(rec)
-        if only:  # a spreadsheet's "Recommendation" column holding just the number
-            return only["ref"], ""
-        for pattern in (_REF_WORDED, _REF_BARE):
-            m = pattern.match(rec)
-            if m:
-                return (m["ref"] or m["dotted"]), rec[m.end() :].strip()
-        return None, rec
+            ref, _ = _leading_ref(cells["ref"])
+            return ref, rec
+        return _leading_ref(rec)
 
     def _second_action(self, cells: dict[str, str]) -> bool:
         """A row without a ref that brings its own holder and target under a complete action."""
@@ -285,19 +340,39 @@ class _Parser:
         if "agency" in normalise_header(self.header[header]) and _looks_like_name(row.text):
             row.agency, row.text, row.agency_from_action = row.text, "", True
 
+    def _append_rec_text(self, more: str) -> None:
+        """The recommendation's own text: one text shared by all its actions."""
+        cur = self.current
+        if not more or cur is None:
+            return
+        merged = join(cur.rec_text, more)
+        for row in self.plan.rows:
+            if (row.section, row.rec_ref) == (cur.section, cur.rec_ref):
+                row.rec_text = merged
+
     def _continue(self, rec_text: str, cells: dict[str, str]) -> None:
         cur = self.current
         assert cur is not None
-        if rec_text:  # the recommendation's own text: one text shared by all its actions
-            merged = join(cur.rec_text, rec_text)
-            for row in self.plan.rows:
-                if (row.section, row.rec_ref) == (cur.section, cur.rec_ref):
-                    row.rec_text = merged
+        self._append_rec_text(rec_text)
         for role in ("scope", "agency", "owner", "milestones", "target", "outcome"):
             if cells.get(role):
                 setattr(cur, role, join(getattr(cur, role), cells[role]))
         if cells.get("action"):
             cur.text = join(cur.text, cells["action"])
+
+
+def _leading_ref(text: str) -> tuple[str | None, str]:
+    """The recommendation ref a cell starts with ("1", "3)", "1.1", "Recommendation No 3",
+    "Rec 3", "(2)") and the text after it."""
+    only = _REF_ONLY.match(text)
+    if only:  # a cell holding just the number
+        return only["ref"], ""
+    for pattern in (_REF_WORDED, _REF_BARE):
+        m = pattern.match(text)
+        if m:
+            ref = next(g for g in m.groups() if g)
+            return ref, text[m.end() :].strip()
+    return None, text
 
 
 def _fresh(text: str) -> bool:

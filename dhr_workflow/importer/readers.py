@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,22 +51,43 @@ def read_source(path: Path, fmt: Format | Literal["auto"] = "auto") -> Source:
         raise InvalidInput(f"{path}: is a directory, not a plan file") from None
     except OSError as exc:
         raise InvalidInput(f"{path}: cannot read file ({exc.strerror})") from None
+    data = _utf16_to_utf8(data)
     if not data.strip():
         raise InvalidInput(f"{path}: the file is empty")
     chosen = detect_format(path, data) if fmt == "auto" else fmt
-    if chosen in ("text", "csv") and (data[:4] == b"PK\x03\x04" or b"\x00" in data[:4096]):
+    if chosen in ("text", "csv") and _binary(data):
         raise InvalidInput(f"{path}: a binary file, not {chosen}; use --format auto")
     reader = {"text": _text, "csv": _csv, "xlsx": _xlsx, "docx": _docx}[chosen]
     return Source(path, chosen, list(reader(path, data)), hashlib.sha256(data).hexdigest())
+
+
+def _utf16_to_utf8(data: bytes) -> bytes:
+    # Excel's "Unicode Text" is UTF-16 with a byte-order mark.
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            return data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError:
+            return data
+    return data
+
+
+def _binary(data: bytes) -> bool:
+    return data[:4] == b"PK\x03\x04" or b"\x00" in data[:4096]
 
 
 def detect_format(path: Path, data: bytes) -> Format:
     """From the content first (a .txt that is really a Word file is still a Word file)."""
     if data[:4] == b"PK\x03\x04":
         return _office_kind(path, data)
-    if b"\x00" in data[:4096]:
+    if _binary(data):
         raise InvalidInput(f"{path}: a binary file, not a plan (use text, CSV, XLSX or DOCX)")
-    by_extension = _EXTENSIONS.get(path.suffix.lower())
+    suffix = path.suffix.lower()
+    if suffix and suffix not in _EXTENSIONS:
+        raise InvalidInput(
+            f"{path}: {suffix} is not a plan format (text, CSV, XLSX or DOCX); "
+            "give --format to read it anyway"
+        )
+    by_extension = _EXTENSIONS.get(suffix)
     if by_extension in ("text", "csv"):
         return by_extension
     first = _decode(path, data[:8192]).splitlines()[:20]
@@ -135,15 +157,22 @@ def _sheet_line(number: int, values: list[str]) -> Line:
     return Line(number, tuple(cells) if cells else ("",))
 
 
-def _cell_text(value: object) -> str:
+def _cell_text(value: object, number_format: str = "General") -> str:
+    """A spreadsheet cell as the words a person sees in it."""
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
         value = value.date()
     if isinstance(value, dt.date):
-        return value.strftime("%d/%m/%Y")  # a real date cell: written UK-style for the grammar
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+        if "d" not in number_format.lower():  # shown as "Mar-24": a month, not its first day
+            return value.strftime("%B %Y")
+        return value.strftime("%d/%m/%Y")  # written UK-style for the target grammar
+    if isinstance(value, float):
+        decimals = re.fullmatch(r"0\.(0+)", number_format)
+        if decimals:  # "1.10" stays 1.10, not 1.1
+            return f"{value:.{len(decimals.group(1))}f}"
+        if value.is_integer():
+            return str(int(value))
     return str(value)
 
 
@@ -157,10 +186,14 @@ def _xlsx(path: Path, data: bytes) -> Iterator[Line]:
             f"{path}: not a readable Excel workbook ({exc.__class__.__name__})"
         ) from None
     number = 0
-    for sheet in book.worksheets:
-        for row in sheet.iter_rows(values_only=True):
+    for index, sheet in enumerate(book.worksheets):
+        if index:
+            yield Line(number, ())  # a new sheet: the parser starts afresh
+        for row in sheet.iter_rows():
             number += 1
-            yield _sheet_line(number, [_cell_text(v) for v in row])
+            yield _sheet_line(
+                number, [_cell_text(c.value, getattr(c, "number_format", "General")) for c in row]
+            )
     book.close()
 
 
@@ -187,13 +220,12 @@ def _docx(path: Path, data: bytes) -> Iterator[Line]:
 
 
 def _unmerged(cells: list[object]) -> list[str]:
-    """Merged cells come back once per grid column; keep each real cell once."""
-    seen: list[object] = []
+    """A merged cell comes back once per grid column it spans: keep its text in the first
+    and leave the others empty, so later columns keep their places under the header."""
+    previous: object = None
     texts = []
     for cell in cells:
         tc = getattr(cell, "_tc", cell)
-        if seen and seen[-1] is tc:
-            continue
-        seen.append(tc)
-        texts.append("\n".join(p.text for p in cell.paragraphs))  # type: ignore[attr-defined]
+        texts.append("" if tc is previous else "\n".join(p.text for p in cell.paragraphs))  # type: ignore[attr-defined]
+        previous = tc
     return texts

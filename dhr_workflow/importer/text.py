@@ -5,6 +5,13 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
+# Only these are read as markup; any other "<...>" is text (an address, "<high>").
+_KNOWN_TAG = re.compile(
+    r"<(?!/?(?:p|div|br|span|b|i|u|em|strong|ul|ol|li|table|tr|td|th|tbody|thead|h[1-6]|a|font|"
+    r"script|style|sup|sub)\b)",
+    re.I,
+)
+_DROP = {"script", "style"}
 _BLOCK = {"p", "div", "br", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table"}
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BULLET = re.compile(r"\s+[•▪●◦]\s+")
@@ -14,26 +21,32 @@ class _Text(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self.dropping = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "li":
+        if tag in _DROP:
+            self.dropping += 1
+        elif tag == "li":
             self.parts.append("\n• ")
         elif tag in _BLOCK:
             self.parts.append("\n")
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in _BLOCK or tag == "li":
+        if tag in _DROP:
+            self.dropping = max(0, self.dropping - 1)
+        elif tag in _BLOCK or tag == "li":
             self.parts.append("\n")
 
     def handle_data(self, data: str) -> None:
-        self.parts.append(data)
+        if not self.dropping:
+            self.parts.append(data)
 
 
 def clean(cell: str) -> str:
     """Plain text: tags removed (paragraphs and list items kept as lines), spaces tidied."""
     if "<" in cell or "&" in cell:
         parser = _Text()
-        parser.feed(cell)
+        parser.feed(_KNOWN_TAG.sub("&lt;", cell))
         parser.close()
         cell = "".join(parser.parts)
     cell = _BULLET.sub("\n• ", cell)

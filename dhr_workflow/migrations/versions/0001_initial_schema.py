@@ -210,7 +210,7 @@ def upgrade() -> None:
         sa.Column("review_id", sa.Integer(), nullable=False),
         sa.Column("ref", sa.String(length=50), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
-        sa.Column("scope", sa.String(length=50), nullable=True),
+        sa.Column("scope", sa.Text(), nullable=True),
         sa.Column("section", sa.String(length=300), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
