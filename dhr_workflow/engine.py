@@ -205,7 +205,10 @@ def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
         if not keys or (row.id, keys[-1][0]) in fired:
             continue
         period, step = keys[-1]
-        lower = tuple(k for k, _ in keys[:-1] if (row.id, k) not in fired)
+        # Skipped steps are recorded; skipped repeats of the top step need no record (the
+        # latest repeat is what counts, and a long-overdue action would otherwise add one row
+        # per missed interval).
+        lower = tuple(k for k, _ in keys[:-1] if "|r" not in k and (row.id, k) not in fired)
         notify = tuple(ladder.steps[_step_index(ladder, step)].notify)
         subject = Subject(row.review_id, row.lead_agency_id, row.owner_contact_id)
         hits.append(Hit(ladder.id, "action", row.id, period, step, notify, subject, lower))
