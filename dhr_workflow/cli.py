@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import getpass
 import json
@@ -27,6 +28,8 @@ from dhr_workflow import (
     contacts,
     db,
     engine,
+    messages,
+    outbox,
     reviews,
 )
 from dhr_workflow.config import Settings, load_settings
@@ -36,6 +39,7 @@ from dhr_workflow.importer.parse import parse_lines
 from dhr_workflow.importer.readers import FORMATS, read_source
 from dhr_workflow.models import ActionStatus, ReviewStatus
 from dhr_workflow.ruleset import summary as ruleset_summary
+from dhr_workflow.transports import make_transport
 
 ACTOR_LIMIT = 200  # the audit column's width
 
@@ -433,7 +437,12 @@ def tick(
         raise UserError(f"no rule with id {', '.join(unknown)} (see `dhr-workflow rules check`)")
     when = _localise(at, settings.tz) if at else app.now()
     ctx = engine.Context(
-        when, settings.tz, settings.holidays_region, templates, settings.partnership
+        when,
+        settings.tz,
+        settings.holidays_region,
+        templates,
+        settings.partnership,
+        settings.mail_from,
     )
     store = app.store()
     with store.reading() if dry_run else store.transaction() as s:
@@ -480,6 +489,98 @@ def _print_tick(result: engine.TickResult, dry_run: bool) -> None:
             f"{'actions' if data['actions'] else 'reviews'} {_short(', '.join(map(str, who)), 80)}"
             " (add a contact with `contacts import`)"
         )
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Send one batch and stop.")
+@pass_app
+def send(app: App, /, once: bool) -> None:
+    """Send the messages that are due from the outbox, then stop."""
+    settings = app.settings
+    store = app.store()
+    _, templates = engine.load_rules(settings.rules_dir, settings.templates_dir, settings.tz)
+    transport = make_transport(settings)
+    owner = outbox.worker_id()
+    total = outbox.BatchResult()
+    while True:
+        batch = asyncio.run(
+            outbox.send_batch(
+                store,
+                transport,
+                settings,
+                clock=app.now,
+                owner=owner,
+                actor=app.actor,
+                templates=templates,
+            )
+        )
+        for name in ("sent", "retried", "failed", "dead", "lost_lease"):
+            getattr(total, name).extend(getattr(batch, name))
+        if once or batch.claimed == 0 or len(batch.sent) + len(batch.failed) == 0:
+            break
+    click.echo(
+        f"sent {len(total.sent)}, will retry {len(total.retried)}, "
+        f"failed {len(total.failed)}, dead {len(total.dead)}"
+    )
+    if total.failed or total.dead:
+        sys.exit(1)
+
+
+@main.group("outbox")
+def outbox_group() -> None:
+    """Messages waiting, sent or failed."""
+
+
+@outbox_group.command("list")
+@click.option("--state", type=click.Choice(outbox.STATES))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def outbox_list(app: App, /, state: str | None, as_json: bool) -> None:
+    """List the newest messages (200 at most)."""
+    with app.store().reading() as s:
+        rows = [outbox.describe(n) for n in outbox.list_rows(s, state)]
+    if as_json:
+        _print_json(rows)
+        return
+    _table(
+        ["id", "state", "template", "to", "attempts", "subject"],
+        [
+            [
+                str(r["id"]),
+                r["state"],
+                r["template"],
+                _short(", ".join(r["to"]), 40),
+                str(r["attempts"]),
+                _short(r["subject"], 60),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@outbox_group.command("show")
+@click.argument("note_id", metavar="ID", type=click.IntRange(1, 2**31 - 1))
+@pass_app
+def outbox_show(app: App, /, note_id: int) -> None:
+    """Print a message exactly as it is (or was) sent."""
+    with app.store().reading() as s:
+        note = outbox.get(s, note_id)
+        when = note.sent_at or note.created_at
+        message = messages.build(note, mail_from=app.settings.mail_from, now=when)
+    click.echo(message.as_string())
+
+
+@outbox_group.command("retry")
+@click.argument("note_id", metavar="ID", type=click.IntRange(1, 2**31 - 1))
+@pass_app
+def outbox_retry(app: App, /, note_id: int) -> None:
+    """Queue a failed or dead message again."""
+    with app.store().transaction() as s:
+        outbox.retry(s, note_id, now=app.now(), actor=app.actor)
+    click.echo(f"message {note_id} queued again")
 
 
 # --- agencies and contacts -------------------------------------------------------------------

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(default=30.0, gt=0)
+    # Outbox: temporary failures retry with exponential backoff (base * 2^attempt, +-20%)
+    # until max attempts, then the message is dead and the coordinator is told.
+    mail_max_attempts: int = Field(default=8, ge=1, le=50)
+    mail_retry_seconds: float = Field(default=60.0, gt=0)
+    mail_batch_size: int = Field(default=50, ge=1, le=1000)
+    # A claimed message not recorded within this time is claimed again (a crashed sender).
+    mail_lease_seconds: float = Field(default=300.0, gt=0)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)

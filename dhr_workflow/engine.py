@@ -14,6 +14,7 @@ Semantics users rely on:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
-from dhr_workflow import audit
+from dhr_workflow import audit, calendar
 from dhr_workflow.durations import Offset, latest_fire_time, parse_cron
 from dhr_workflow.models import (
     CLOSED_STATUSES,
@@ -35,6 +36,7 @@ from dhr_workflow.models import (
     Agency,
     Contact,
     Firing,
+    Invitation,
     Notification,
     Recommendation,
     Review,
@@ -46,6 +48,7 @@ from dhr_workflow.targets import add_months
 from dhr_workflow.templates import Rendered, Templates
 
 TEXT_SHORT = 160  # characters of action text in a message
+FAILURE_TEMPLATE = "delivery_failure"  # sent by the outbox, so always checked
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class Context:
     region: str
     templates: Templates
     partnership: str | None = None
+    mail_from: str = "dhr-workflow@localhost"  # the ORGANIZER of calendar invitations
 
     @property
     def today(self) -> dt.date:
@@ -145,7 +149,7 @@ def load_rules(rules_dir: Path, templates_dir: Path, tz: ZoneInfo) -> tuple[Rule
     renders against a sample, so a broken one is found now, not when it is due to send."""
     templates = Templates(templates_dir)
     ruleset = load_dir(rules_dir, tz=tz, templates=templates.names())
-    templates.check(ruleset.templates())
+    templates.check(ruleset.templates() | {FAILURE_TEMPLATE, CALENDAR_TEMPLATE})
     return ruleset, templates
 
 
@@ -165,8 +169,48 @@ def evaluate(
             hits += _rule_hits(session, rule, ctx)
     directory = Directory(session)
     messages, gaps, unsent = _group(hits, directory)
+    if only is None or CALENDAR_RULE in only:
+        messages += _invitation_updates(session)
     _render(session, messages, ctx)
     return TickResult(ctx.at, messages, gaps, hits, unsent)
+
+
+CALENDAR_RULE = "calendar"  # built in: follows up earlier invitations
+CALENDAR_TEMPLATE = "calendar_update"
+
+
+def _invitation_updates(session: Session) -> list[Message]:
+    """A CANCEL or an updated REQUEST for every invitation whose action has moved on since
+    (completed, withdrawn, re-dated: each bumps the action's sequence), one message per address."""
+    rows = session.execute(
+        select(
+            Invitation.address, Action.id, Action.sequence, Action.review_id, Action.lead_agency_id
+        )
+        .join(Action, Action.id == Invitation.action_id)
+        .where(Invitation.state == "active", Action.sequence > Invitation.sequence)
+        .order_by(Invitation.address, Action.id)
+    ).all()
+    fired = _fired_keys(session, CALENDAR_RULE, "action")
+    by_address: dict[str, Message] = {}
+    for r in rows:
+        period = f"seq{r.sequence}|{r.address}"
+        if (r.id, period) in fired:
+            continue
+        msg = by_address.setdefault(
+            r.address, Message(CALENDAR_RULE, [], CALENDAR_TEMPLATE, [r.address], [], True, [])
+        )
+        msg.hits.append(
+            Hit(
+                CALENDAR_RULE,
+                "action",
+                r.id,
+                period,
+                None,
+                (),
+                Subject(r.review_id, r.lead_agency_id),
+            )
+        )
+    return list(by_address.values())
 
 
 def _fired_keys(session: Session, rule_id: str, subject_type: str) -> set[tuple[int, str]]:
@@ -575,7 +619,7 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
             for key in h.superseded
         ],
     )
-    events = [_enqueued(session, msg, now) for msg in kept]
+    events = [_enqueued(session, msg, ctx) for msg in kept]
     events += _new_gaps(session, result.gaps, now)
     events.append(
         (
@@ -650,7 +694,7 @@ def _new_gaps(
     return events
 
 
-def _enqueued(session: Session, msg: Message, now: dt.datetime) -> tuple[str, str, dict[str, Any]]:
+def _enqueued(session: Session, msg: Message, ctx: Context) -> tuple[str, str, dict[str, Any]]:
     assert msg.rendered is not None
     note = Notification(
         rule_id=msg.rule,
@@ -660,12 +704,12 @@ def _enqueued(session: Session, msg: Message, now: dt.datetime) -> tuple[str, st
         subject=msg.rendered.subject,
         text_body=msg.rendered.text,
         html_body=msg.rendered.html,
-        calendar=None,
+        calendar=_invitations(session, msg, ctx),
         message_id=f"<{uuid.uuid4().hex}@dhr-workflow>",
         state="pending",
         attempts=0,
-        next_attempt_at=now,
-        created_at=now,
+        next_attempt_at=ctx.at,
+        created_at=ctx.at,
     )
     session.add(note)
     session.flush()
@@ -691,3 +735,88 @@ def _enqueued(session: Session, msg: Message, now: dt.datetime) -> tuple[str, st
         f"notification:{note.id}",
         {**msg.to_json(), "message_id": note.message_id},
     )
+
+
+def _invitations(session: Session, msg: Message, ctx: Context) -> str | None:
+    """The calendar parts of a message, one per dated action, and the record of who was
+    invited to what (so later changes can follow)."""
+    if not msg.calendar:
+        return None
+    parts = []
+    for fact, cancel in _event_facts(session, msg.action_ids):
+        if cancel and msg.template != CALENDAR_TEMPLATE:
+            continue  # never invite anyone to a finished or undated action
+        parts.append(
+            calendar.invitation(
+                fact,
+                method="CANCEL" if cancel else "REQUEST",
+                organizer=ctx.mail_from,
+                attendees=msg.to,
+                stamp=ctx.at,
+            )
+        )
+        for address in msg.to:
+            _remember(session, fact, address, "cancelled" if cancel else "active", ctx.at)
+    return json.dumps(parts) if parts else None
+
+
+def _event_facts(session: Session, ids: list[int]) -> list[tuple[calendar.EventFacts, bool]]:
+    """Each action's calendar facts, and whether its entry must now be cancelled (finished,
+    or no longer dated: then it is cancelled at the date people last saw)."""
+    rows = session.execute(
+        select(
+            Action.id,
+            Action.sequence,
+            Action.due_date,
+            Action.status,
+            Review.ref,
+            Action.ref.label("action_ref"),
+            Agency.name,
+        )
+        .join(Review, Review.id == Action.review_id)
+        .outerjoin(Agency, Agency.id == Action.lead_agency_id)
+        .where(Action.id.in_(ids))
+        .order_by(Action.id)
+    ).all()
+    seen = dict(
+        session.execute(
+            select(Invitation.action_id, Invitation.due_date).where(Invitation.action_id.in_(ids))
+        ).all()
+    )
+    closed = {s.value for s in CLOSED_STATUSES}
+    facts = []
+    for r in rows:
+        day = r.due_date or seen.get(r.id)
+        if day is None:
+            continue
+        fact = calendar.EventFacts(r.id, r.sequence, day, r.ref, r.action_ref or str(r.id), r.name)
+        facts.append((fact, r.status in closed or r.due_date is None))
+    return facts
+
+
+def _remember(
+    session: Session, fact: calendar.EventFacts, address: str, state: str, now: dt.datetime
+) -> None:
+    found = session.scalar(
+        select(Invitation).where(
+            Invitation.action_id == fact.action_id, Invitation.address == address
+        )
+    )
+    if found is None:
+        session.add(
+            Invitation(
+                action_id=fact.action_id,
+                address=address,
+                sequence=fact.sequence,
+                due_date=fact.due_date,
+                state=state,
+                updated_at=now,
+            )
+        )
+    else:
+        found.sequence, found.due_date, found.state, found.updated_at = (
+            fact.sequence,
+            fact.due_date,
+            state,
+            now,
+        )

@@ -274,6 +274,22 @@ class Notification(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
+class Invitation(Base):
+    """A calendar invitation sent for an action to one address: what its calendar now shows,
+    so a completed, withdrawn or moved action can send a CANCEL or an updated REQUEST."""
+
+    __tablename__ = "invitation"
+    __table_args__ = (UniqueConstraint("action_id", "address", name="uq_invitation_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("action.id"), nullable=False, index=True)
+    address: Mapped[str] = mapped_column(String(320), nullable=False)
+    sequence: Mapped[int] = mapped_column(Integer, nullable=False)
+    due_date: Mapped[dt.date | None] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)  # active | cancelled
+    updated_at: Mapped[dt.datetime] = _now_column()
+
+
 class AuditEvent(Base):
     """Append-only, hash-chained. ``data`` is stored as the exact canonical JSON that was hashed."""
 

@@ -138,4 +138,7 @@ def sample_context() -> dict[str, Any]:
         "overdue": [action], "completed_since": [], "due_soon": [], "needs_review": [action],
         "overdue_count": 1, "completed_since_count": 0, "due_soon_count": 0,
         "needs_review_count": 1, "total": 1, "more": 0,
+        "failed": {"id": 7, "subject": "Overdue: DHR-1 action 1", "to": ["a@example.org"],
+                   "cc": [], "state": "failed", "attempts": 1, "error": "550 no such user",
+                   "created_at": today},
     }  # fmt: skip
