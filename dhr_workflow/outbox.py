@@ -63,16 +63,23 @@ def claim(
         (Notification.state == "pending") & (Notification.next_attempt_at <= now),
         (Notification.state == "sending") & (Notification.lease_until < now),
     )
-    ids = (
-        select(Notification.id)
-        .where(due)
-        .order_by(Notification.next_attempt_at, Notification.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    # Two statements in one transaction, not UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED):
+    # PostgreSQL may re-run such a subquery per row and, skipping the rows it has just locked,
+    # claim more than the limit.
+    ids = list(
+        session.scalars(
+            select(Notification.id)
+            .where(due)
+            .order_by(Notification.next_attempt_at, Notification.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
     )
+    if not ids:
+        return []
     stmt = (
         update(Notification)
-        .where(Notification.id.in_(ids.scalar_subquery()), due)
+        .where(Notification.id.in_(ids), due)
         .values(state="sending", lease_owner=owner, lease_until=now + lease)
         .returning(Notification.id)
     )
