@@ -64,6 +64,18 @@ class Settings(BaseSettings):
     mail_batch_size: int = Field(default=50, ge=1, le=1000)
     # A claimed message not recorded within this time is claimed again (a crashed sender).
     mail_lease_seconds: float = Field(default=300.0, gt=0)
+    # Quiet hours: send only inside this window in DHR_TIMEZONE, e.g. "mon-fri 08:00-18:00";
+    # bank holidays (DHR_HOLIDAYS_REGION) are outside it. Unset: send at any time.
+    send_window: str | None = None
+
+    @field_validator("send_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value:
+            from dhr_workflow.durations import parse_window
+
+            parse_window(value)
+        return value or None
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)

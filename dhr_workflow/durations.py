@@ -101,6 +101,51 @@ def _weekday_name(m: re.Match[str]) -> str:
     return _WEEKDAYS[n]
 
 
+_WINDOW = re.compile(
+    r"^\s*(?P<d1>mon|tue|wed|thu|fri|sat|sun)(?:-(?P<d2>mon|tue|wed|thu|fri|sat|sun))?\s+"
+    r"(?P<t1>\d{1,2}:\d{2})-(?P<t2>\d{1,2}:\d{2})\s*$",
+    re.I,
+)
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Window:
+    days: frozenset[int]  # Monday = 0
+    start: dt.time
+    end: dt.time
+
+    def contains(self, moment: dt.datetime, tz: ZoneInfo, region: str = "england") -> bool:
+        local = moment.astimezone(tz)
+        day = local.date()
+        return (
+            local.weekday() in self.days
+            and day not in _bank_holidays(region, day.year)
+            and self.start <= local.time() < self.end
+        )
+
+
+def parse_window(text: str) -> Window:
+    """ "mon-fri 08:00-18:00" -> the days and hours when mail may go out."""
+    m = _WINDOW.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a send window (e.g. 'mon-fri 08:00-18:00')")
+    first = _DAY_NAMES.index(m["d1"].lower())
+    last = _DAY_NAMES.index((m["d2"] or m["d1"]).lower())
+    days = (
+        frozenset(range(first, last + 1))
+        if first <= last
+        else frozenset([*range(first, 7), *range(0, last + 1)])
+    )
+    try:
+        start, end = (dt.time.fromisoformat(t.zfill(5)) for t in (m["t1"], m["t2"]))
+    except ValueError:
+        raise ValueError(f"{text!r} has an impossible time") from None
+    if start >= end:
+        raise ValueError(f"{text!r}: the window must end after it starts")
+    return Window(days, start, end)
+
+
 def latest_fire_time(trigger: CronTrigger, at: dt.datetime) -> dt.datetime | None:
     """The most recent time at or before ``at`` that the cron schedule fires (its slot)."""
     for window in (

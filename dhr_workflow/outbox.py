@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from dhr_workflow import audit, messages
 from dhr_workflow.config import Settings
 from dhr_workflow.db import Store
+from dhr_workflow.durations import parse_window
 from dhr_workflow.errors import InvalidInput, NotFound
 from dhr_workflow.models import Contact, ContactRole, Notification
 from dhr_workflow.templates import Templates
@@ -105,6 +106,9 @@ async def send_batch(
 ) -> BatchResult:
     """Claim one batch and try each message once. Time comes from ``clock``."""
     rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+    window = parse_window(settings.send_window) if settings.send_window else None
+    if window and not window.contains(clock(), settings.tz, settings.holidays_region):
+        return BatchResult()  # quiet hours: messages wait in the outbox
     lease = dt.timedelta(seconds=settings.mail_lease_seconds)
     with store.transaction() as s:
         ids = claim(s, owner=owner, now=clock(), limit=settings.mail_batch_size, lease=lease)

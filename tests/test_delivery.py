@@ -480,3 +480,27 @@ def test_send_and_outbox_commands(cli: Any, tmp_path: Path) -> None:
     assert refused.exit_code == 2
     assert "only failed or dead messages can be retried" in refused.stderr
     assert "no message with id 999" in cli("outbox", "show", "999").stderr
+
+
+def test_send_window_holds_messages_until_it_opens(store: db.Store, rules: Any, plan: Any) -> None:
+    plan("Police")
+    tick(store, rules, dt.date(2024, 2, 1))
+    settings = settings_for(None, send_window="mon-fri 08:00-18:00")
+    transport = MemoryTransport()
+    saturday = Clock(dt.datetime(2024, 6, 1, 10, 0, tzinfo=LONDON))
+    assert send(store, transport, settings, saturday, rules).claimed == 0
+    bank_holiday = Clock(dt.datetime(2024, 5, 27, 10, 0, tzinfo=LONDON))
+    assert send(store, transport, settings, bank_holiday, rules).claimed == 0
+    early = Clock(dt.datetime(2024, 6, 3, 7, 59, tzinfo=LONDON))
+    assert send(store, transport, settings, early, rules).claimed == 0
+    monday = Clock(dt.datetime(2024, 6, 3, 8, 0, tzinfo=LONDON))
+    assert send(store, transport, settings, monday, rules).sent == [1]
+
+
+@pytest.mark.parametrize("window", ["weekdays 9-5", "mon-fri 18:00-08:00", "mon-fri 25:00-26:00"])
+def test_bad_send_window_is_a_setting_error(window: str) -> None:
+    from dhr_workflow.config import load_settings
+    from dhr_workflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="setting send_window"):
+        load_settings(send_window=window)
