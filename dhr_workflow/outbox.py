@@ -115,10 +115,11 @@ async def send_batch(
     result = BatchResult()
     if not ids:
         return result
+    with store.reading() as s:
+        notes = {n.id: n for n in s.scalars(select(Notification).where(Notification.id.in_(ids)))}
     async with transport:
         for note_id in ids:
-            with store.reading() as s:
-                note = s.get_one(Notification, note_id)
+            note = notes[note_id]
             message = messages.build(note, mail_from=settings.mail_from, now=clock())
             try:
                 refused = await transport.send(message, messages.recipients(note))
