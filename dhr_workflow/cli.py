@@ -152,7 +152,10 @@ class DateTimeParam(click.ParamType):  # type: ignore[type-arg]  # generic only 
         if isinstance(value, dt.datetime):
             return value
         try:
-            return dt.datetime.fromisoformat(value.strip())
+            parsed = dt.datetime.fromisoformat(value.strip())
+            if not 1970 <= parsed.year <= 2999:
+                raise ValueError("out of range")
+            return parsed
         except ValueError:
             self.fail(
                 f"{value!r} is not a date or time (use YYYY-MM-DD or "

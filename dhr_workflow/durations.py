@@ -79,26 +79,46 @@ def add_business_days(day: dt.date, n: int, region: str = "england") -> dt.date:
 
 
 def parse_cron(expr: str, tz: ZoneInfo) -> CronTrigger:
-    """A standard five-field crontab. APScheduler 3 numbers weekdays from Monday = 0, so
-    numeric weekdays are rewritten as names first ("1-5" means Monday to Friday, as in cron)."""
+    """A standard five-field crontab. APScheduler 3 numbers weekdays from Monday = 0, so the
+    weekday field is rewritten as day names first ("1-5" is Monday to Friday, as in cron)."""
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError(f"{expr!r} is not a cron expression (five fields: min hour day month dow)")
-    fields[4] = re.sub(r"\d+", _weekday_name, fields[4]) if "/" not in fields[4] else fields[4]
     minute, hour, day, month, dow = fields
     try:
         return CronTrigger(
-            minute=minute, hour=hour, day=day, month=month, day_of_week=dow, timezone=tz
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=cron_weekdays(dow),
+            timezone=tz,
         )
     except ValueError as exc:
         raise ValueError(f"{expr!r} is not a valid cron expression ({exc})") from None
 
 
-def _weekday_name(m: re.Match[str]) -> str:
-    n = int(m.group(0))
-    if n > 7:
-        raise ValueError(f"weekday {n} is out of range (0-7, 0 and 7 = Sunday)")
-    return _WEEKDAYS[n]
+def cron_weekdays(field: str) -> str:
+    """A crontab weekday field ("1-5", "*/2", "0,6", "mon-fri") as APScheduler day names."""
+    if field == "*" or re.fullmatch(r"[a-z,\-]+", field.lower()):
+        return field.lower()
+    days: set[int] = set()
+    for item in field.split(","):
+        m = re.fullmatch(r"(?:(\*)|(\d+)(?:-(\d+))?)(?:/(\d+))?", item)
+        if not m:
+            raise ValueError(
+                f"weekday {item!r} is not supported (use 0-7, ranges, lists, steps or names)"
+            )
+        star, first, last, step = m.groups()
+        lo, hi = (0, 6) if star else (int(first), int(last if last is not None else first))
+        if not 0 <= lo <= 7 or not 0 <= hi <= 7 or lo > hi:
+            raise ValueError(f"weekday range {item!r} is out of range (0-7, 0 and 7 = Sunday)")
+        if step is not None and int(step) == 0:
+            raise ValueError(f"weekday step in {item!r} must be at least 1")
+        if step is not None and last is None and not star:
+            hi = 6
+        days |= {d % 7 for d in range(lo, hi + 1, int(step or 1))}
+    return ",".join(_WEEKDAYS[d] for d in sorted(days))
 
 
 _WINDOW = re.compile(
@@ -160,9 +180,26 @@ def latest_fire_time(trigger: CronTrigger, at: dt.datetime) -> dt.datetime | Non
         if t is None or t > at:
             continue
         while True:
-            nxt = trigger.get_next_fire_time(t, t + dt.timedelta(microseconds=1))
+            nxt = _after(trigger, t)
             if nxt is None or nxt > at:
                 found: dt.datetime = t
                 return found
             t = nxt
     return None
+
+
+def _after(trigger: CronTrigger, t: dt.datetime) -> dt.datetime | None:
+    """The next fire time strictly after ``t``. Around the autumn clock change APScheduler
+    can hand back the same wall-clock time again (fold): probe forward until time moves."""
+    probe = t + dt.timedelta(microseconds=1)
+    for _ in range(120):
+        nxt: dt.datetime | None = trigger.get_next_fire_time(t, probe)
+        if nxt is None or nxt.astimezone(dt.UTC) > t.astimezone(dt.UTC):
+            return nxt
+        probe += dt.timedelta(minutes=1)
+    return None
+
+
+def slot_key(slot: dt.datetime, tz: ZoneInfo) -> str:
+    """A cron slot as local wall-clock time: the repeated autumn hour is one slot, not two."""
+    return slot.astimezone(tz).replace(tzinfo=None).isoformat(timespec="minutes")

@@ -20,15 +20,17 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+from typing import cast as typing_cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import String, Table, bindparam, cast, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from dhr_workflow import audit, calendar
-from dhr_workflow.durations import Offset, latest_fire_time, parse_cron
+from dhr_workflow.durations import latest_fire_time, parse_cron, slot_key
+from dhr_workflow.errors import InvalidInput
 from dhr_workflow.models import (
     CLOSED_STATUSES,
     Action,
@@ -45,7 +47,7 @@ from dhr_workflow.recipients import Directory, Subject
 from dhr_workflow.ruleset import Every, Ladder, Notify, Rule, RuleSet, load_dir
 from dhr_workflow.selection import action_clauses, review_clauses
 from dhr_workflow.targets import add_months
-from dhr_workflow.templates import Rendered, Templates
+from dhr_workflow.templates import Rendered, Templates, sample_context
 
 TEXT_SHORT = 160  # characters of action text in a message
 FAILURE_TEMPLATE = "delivery_failure"  # sent by the outbox, so always checked
@@ -63,6 +65,7 @@ class Hit:
     notify: tuple[Notify, ...]
     subject: Subject
     superseded: tuple[str, ...] = ()  # lower period keys recorded without a message
+    since: dt.date | None = None  # review reports: the start of the period reported on
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Message:
     hits: list[Hit]
     review: str | None = None
     rendered: Rendered | None = None
+    keys: set[tuple[str, str, int, str]] = field(default_factory=set, repr=False)
 
     @property
     def action_ids(self) -> list[int]:
@@ -146,11 +150,39 @@ class Context:
 
 def load_rules(rules_dir: Path, templates_dir: Path, tz: ZoneInfo) -> tuple[RuleSet, Templates]:
     """The rule set and its templates, fully checked: every template a rule names exists and
-    renders against a sample, so a broken one is found now, not when it is due to send."""
+    renders against a sample of the messages that rule sends, so a broken or misplaced one
+    is found now, not when it is due to send."""
     templates = Templates(templates_dir)
-    ruleset = load_dir(rules_dir, tz=tz, templates=templates.names())
-    templates.check(ruleset.templates() | {FAILURE_TEMPLATE, CALENDAR_TEMPLATE})
+    ruleset = load_dir(rules_dir, tz=tz)
+    available = templates.names()
+    for item in ruleset.entries():
+        kind = "review" if isinstance(item, Rule) and item.scope == "review" else "action"
+        for path, notify in _notifies(item):
+            where = f"{ruleset.sources[item.id]}: {item.id}: {path}.template"
+            if notify.template not in available:
+                have = ", ".join(sorted(available)) or "none"
+                raise InvalidInput(
+                    f"{where}: template {notify.template!r} does not exist (have: {have})"
+                )
+            try:
+                templates.render(notify.template, sample_context(kind))
+            except InvalidInput as exc:
+                raise InvalidInput(
+                    f"{where}: {notify.template!r} does not fit a {kind} message: {exc}"
+                ) from None
+    templates.check({FAILURE_TEMPLATE}, "failure")
+    templates.check({CALENDAR_TEMPLATE}, "action")
     return ruleset, templates
+
+
+def _notifies(item: Ladder | Rule) -> list[tuple[str, Notify]]:
+    if isinstance(item, Ladder):
+        return [
+            (f"steps[{i}].notify[{j}]", n)
+            for i, step in enumerate(item.steps)
+            for j, n in enumerate(step.notify)
+        ]
+    return [(f"notify[{j}]", n) for j, n in enumerate(item.notify)]
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -169,6 +201,7 @@ def evaluate(
             hits += _rule_hits(session, rule, ctx)
     directory = Directory(session)
     messages, gaps, unsent = _group(hits, directory)
+    gaps += unanchored(session, ruleset, only)
     if only is None or CALENDAR_RULE in only:
         messages += _invitation_updates(session)
     _render(session, messages, ctx)
@@ -213,18 +246,27 @@ def _invitation_updates(session: Session) -> list[Message]:
     return list(by_address.values())
 
 
-def _fired_keys(session: Session, rule_id: str, subject_type: str) -> set[tuple[int, str]]:
+def _fired_keys(
+    session: Session, rule_id: str, subject_type: str, *where: Any
+) -> set[tuple[int, str]]:
+    """The ledger keys already recorded for a rule, narrowed by ``where`` so a tick reads the
+    periods that matter now, not the rule's whole history."""
     rows = session.execute(
         select(Firing.subject_id, Firing.period_key).where(
-            Firing.rule_id == rule_id, Firing.subject_type == subject_type
+            Firing.rule_id == rule_id, Firing.subject_type == subject_type, *where
         )
     )
     return {(r.subject_id, r.period_key) for r in rows}
 
 
 def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
-    today = ctx.today
-    earliest = ladder.steps[0].at
+    # A ladder runs on its schedule: a tick between slots evaluates as of the latest slot.
+    assert isinstance(ladder.schedule, str)
+    slot = latest_fire_time(parse_cron(ladder.schedule, ctx.tz), ctx.at)
+    if slot is None:
+        return []
+    today = slot.astimezone(ctx.tz).date()
+    earliest = min((s.at for s in ladder.steps), key=lambda o: o.apply(dt.date(2024, 1, 15)))
     # Nothing is reached before the first step: bound the due dates in SQL.
     horizon = today + dt.timedelta(days=earliest.max_days() if earliest.n < 0 else 0)
     clauses = action_clauses(
@@ -239,51 +281,62 @@ def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
             Action.owner_contact_id,
         ).where(*clauses, Action.due_date.is_not(None), Action.due_date <= horizon)
     ).all()
-    fired = _fired_keys(session, ladder.id, "action")
+    # Only keys for each action's current due date matter (they start with it).
+    current = Firing.period_key.like(cast(Action.due_date, String) + "|%")
+    fired = {
+        (i, k)
+        for i, k in session.execute(
+            select(Firing.subject_id, Firing.period_key)
+            .join(Action, Action.id == Firing.subject_id)
+            .where(Firing.rule_id == ladder.id, Firing.subject_type == "action", current)
+        )
+    }
     hits = []
-    reached: dict[dt.date, list[tuple[str, str]]] = {}  # many actions share a due date
+    reached: dict[dt.date, list[tuple[str, int]]] = {}  # many actions share a due date
     for row in rows:
         if row.due_date not in reached:
             reached[row.due_date] = _reached(ladder, row.due_date, today, ctx.region)
         keys = reached[row.due_date]
         if not keys or (row.id, keys[-1][0]) in fired:
             continue
-        period, step = keys[-1]
+        period, index = keys[-1]
         # Skipped steps are recorded; skipped repeats of the top step need no record (the
         # latest repeat is what counts, and a long-overdue action would otherwise add one row
         # per missed interval).
         lower = tuple(k for k, _ in keys[:-1] if "|r" not in k and (row.id, k) not in fired)
-        notify = tuple(ladder.steps[_step_index(ladder, step)].notify)
+        step = ladder.steps[index]
         subject = Subject(row.review_id, row.lead_agency_id, row.owner_contact_id)
-        hits.append(Hit(ladder.id, "action", row.id, period, step, notify, subject, lower))
+        hits.append(
+            Hit(
+                ladder.id,
+                "action",
+                row.id,
+                period,
+                str(step.at),
+                tuple(step.notify),
+                subject,
+                lower,
+            )
+        )
     return hits
 
 
-def _step_index(ladder: Ladder, label: str) -> int:
-    return next(i for i, s in enumerate(ladder.steps) if str(s.at) == label)
-
-
-def _reached(ladder: Ladder, due: dt.date, today: dt.date, region: str) -> list[tuple[str, str]]:
-    """(period key, step label) of every step reached by ``today``, in order."""
-    keys = []
-    for step in ladder.steps:
+def _reached(ladder: Ladder, due: dt.date, today: dt.date, region: str) -> list[tuple[str, int]]:
+    """(period key, step index) of every step and repeat reached by ``today``, by date: the
+    last is the highest. Mixed units ("+9bd", "+12d") can reorder steps on some dates, so
+    every step's date is worked out rather than stopping at the first unreached one."""
+    reached: list[tuple[dt.date, int, str]] = []
+    for index, step in enumerate(ladder.steps):
         when = step.at.apply(due, region)
         if when > today:
-            break
-        keys.append((f"{due.isoformat()}|{step.at}", str(step.at)))
+            continue
+        reached.append((when, index, f"{due.isoformat()}|{step.at}"))
         if step.repeat is not None:
-            keys += _repeats(due, step.at, step.repeat, when, today, region)
-    return keys
-
-
-def _repeats(
-    due: dt.date, at: Offset, every: Offset, start: dt.date, today: dt.date, region: str
-) -> list[tuple[str, str]]:
-    out, k, when = [], 1, every.apply(start, region)
-    while when <= today:
-        out.append((f"{due.isoformat()}|{at}|r{k}", str(at)))
-        k, when = k + 1, every.apply(when, region)
-    return out
+            k, again = 1, step.repeat.apply(when, region)
+            while again <= today:
+                reached.append((again, index, f"{due.isoformat()}|{step.at}|r{k}"))
+                k, again = k + 1, step.repeat.apply(again, region)
+    return [(key, index) for _, index, key in sorted(reached)]
 
 
 def _rule_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
@@ -293,7 +346,7 @@ def _rule_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
     slot = latest_fire_time(parse_cron(rule.schedule, ctx.tz), ctx.at)
     if slot is None:
         return []
-    period = slot.astimezone(dt.UTC).isoformat()
+    period = slot_key(slot, ctx.tz)
     clauses = action_clauses(
         session, rule.applies_to, today=ctx.today, now=ctx.at, tz=ctx.tz, region=ctx.region
     )
@@ -302,7 +355,7 @@ def _rule_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
             *clauses
         )
     ).all()
-    fired = _fired_keys(session, rule.id, "action")
+    fired = _fired_keys(session, rule.id, "action", Firing.period_key == period)
     return [
         Hit(
             rule.id,
@@ -323,7 +376,7 @@ def _review_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
     fired = _fired_keys(session, rule.id, "review")
     hits = []
     for review in reviews:
-        period = _review_period(rule, review, ctx)
+        period, since = _review_period(rule, review, ctx)
         if period is not None and (review.id, period) not in fired:
             hits.append(
                 Hit(
@@ -334,17 +387,42 @@ def _review_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
                     None,
                     tuple(rule.notify),
                     Subject(review.id),
+                    since=since,
                 )
             )
     return hits
 
 
-def _review_period(rule: Rule, review: Review, ctx: Context) -> str | None:
+def _review_period(rule: Rule, review: Review, ctx: Context) -> tuple[str | None, dt.date | None]:
+    """The period a review rule fires for now, and the start of the period it reports on."""
     if isinstance(rule.schedule, str):
         slot = latest_fire_time(parse_cron(rule.schedule, ctx.tz), ctx.at)
-        return slot.astimezone(dt.UTC).isoformat() if slot else None
-    occurrence = latest_occurrence(rule.schedule, getattr(review, rule.schedule.anchor), ctx.today)
-    return occurrence.isoformat() if occurrence else None
+        return (slot_key(slot, ctx.tz), None) if slot else (None, None)
+    anchor = getattr(review, rule.schedule.anchor)
+    occurrence = latest_occurrence(rule.schedule, anchor, ctx.today)
+    if occurrence is None:
+        return None, None
+    return occurrence.isoformat(), max(anchor, previous_occurrence(rule.schedule, occurrence))
+
+
+def unanchored(session: Session, ruleset: RuleSet, only: Sequence[str] | None) -> list[Gap]:
+    """Recurring review rules that cannot run because a review lacks the date they count
+    from: listed like gaps, so a report that never starts is not a silent skip."""
+    gaps = []
+    for rule in ruleset.rules:
+        if not isinstance(rule.schedule, Every) or (only is not None and rule.id not in only):
+            continue
+        anchor = getattr(Review, rule.schedule.anchor)
+        ids = list(
+            session.scalars(
+                select(Review.id).where(*review_clauses(rule.applies_to), anchor.is_(None))
+            )
+        )
+        if ids:
+            gap = Gap(rule.id, rule.schedule.from_)
+            gap.hits = [Hit(rule.id, "review", i, "unanchored", None, (), Subject(i)) for i in ids]
+            gaps.append(gap)
+    return gaps
 
 
 def latest_occurrence(every: Every, anchor: dt.date | None, today: dt.date) -> dt.date | None:
@@ -375,6 +453,9 @@ def previous_occurrence(every: Every, occurrence: dt.date) -> dt.date:
 
 
 def _group(hits: Iterable[Hit], directory: Directory) -> tuple[list[Message], list[Gap], list[Hit]]:
+    """One message per recipient and template, listing every action it concerns for that
+    recipient — and only those: a manager copied on one agency's escalation never sees
+    another agency's actions."""
     messages: dict[tuple[Any, ...], Message] = {}
     gaps: dict[tuple[str, str], Gap] = {}
     unsent = []
@@ -390,18 +471,20 @@ def _group(hits: Iterable[Hit], directory: Directory) -> tuple[list[Message], li
             to, cc, missing = resolved[cache_key]
             for role in missing:
                 gaps.setdefault((hit.rule, role), Gap(hit.rule, role)).hits.append(hit)
-            if not to:
-                continue
-            delivered = True
             review_key = hit.subject_id if hit.subject_type == "review" else None
-            key = (hit.rule, notify.template, tuple(to), tuple(cc), review_key)
-            msg = messages.setdefault(
-                key, Message(hit.rule, [], notify.template, to, cc, notify.calendar == "invite", [])
-            )
-            msg.hits.append(hit)
-            msg.calendar = msg.calendar or notify.calendar == "invite"
-            if hit.step not in msg.steps:
-                msg.steps.append(hit.step or "")
+            for address in (*to, *cc):
+                delivered = True
+                key = (notify.template, address, review_key)
+                msg = messages.setdefault(
+                    key, Message(hit.rule, [], notify.template, [address], [], False, [])
+                )
+                if _key(hit) not in msg.keys:
+                    msg.keys.add(_key(hit))
+                    msg.hits.append(hit)
+                # Invitations go to the addressees of a calendar step, not to copies.
+                msg.calendar = msg.calendar or (notify.calendar == "invite" and address in to)
+                if (hit.step or "") not in msg.steps:
+                    msg.steps.append(hit.step or "")
         if not delivered:
             unsent.append(hit)
     return list(messages.values()), list(gaps.values()), unsent
@@ -543,7 +626,8 @@ def _summary(
     counts = {s.value: sum(1 for a in listed if a["status"] == s) for s in ActionStatus}
     counts["total"] = len(listed)
     counts["open"] = counts["open"] + counts["in_progress"]
-    since, horizon = _since(msg, review, today), add_months(today, 6)
+    since = msg.hits[0].since or add_months(today, -6)
+    horizon = add_months(today, 6)
     active = [a for a in listed if a["status"] not in closed]
     groups = {
         "overdue": sorted(
@@ -573,16 +657,6 @@ def _summary(
     for name, items in groups.items():
         context[name], context[f"{name}_count"] = items[:LISTED], len(items)
     return context
-
-
-def _since(msg: Message, review: Review, today: dt.date) -> dt.date:
-    # "Since the last report": the previous occurrence of a recurring rule, else six months.
-    try:
-        occurrence = dt.date.fromisoformat(msg.hits[0].period_key)
-    except ValueError:
-        return add_months(today, -6)
-    previous = add_months(occurrence, -6)
-    return max(review.plan_agreed_on, previous) if review.plan_agreed_on else previous
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -714,7 +788,7 @@ def _enqueued(session: Session, msg: Message, ctx: Context) -> tuple[str, str, d
     session.add(note)
     session.flush()
     link = (
-        update(cast(Table, Firing.__table__))
+        update(typing_cast(Table, Firing.__table__))
         .where(
             Firing.rule_id == bindparam("k_rule"),
             Firing.subject_type == bindparam("k_type"),

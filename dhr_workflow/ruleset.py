@@ -43,6 +43,8 @@ ROLES = (
     "review.family_liaison",
 )
 REVIEW_ROLES = ("coordinator", "partnership.chair", "review.family_liaison")
+# Templates written for a victim's family: progress in plain words, no names, no case detail.
+FAMILY_SAFE = frozenset({"family_update"})
 ANCHOR_FIELDS = (
     "review.plan_agreed_on",
     "review.report_accepted_on",
@@ -95,8 +97,19 @@ class Notify(_Strict):
             raise ValueError("names nobody; give at least one role or address")
         return values
 
+    @model_validator(mode="after")
+    def _family_safe(self) -> Notify:
+        # A victim's family must never receive internal names or case detail.
+        if "review.family_liaison" in [*self.to, *self.cc] and self.template not in FAMILY_SAFE:
+            raise ValueError(
+                f"review.family_liaison may only receive family-safe templates "
+                f"({', '.join(sorted(FAMILY_SAFE))}), not {self.template!r}"
+            )
+        return self
 
-NotifyList = Annotated[list[Notify], BeforeValidator(_as_list)]
+
+NotifyList = Annotated[list[Notify], BeforeValidator(_as_list), Field(min_length=1)]
+RuleId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S+$")]
 
 
 class Every(_Strict):
@@ -145,6 +158,13 @@ class Selection(_Strict):
     due_within: OffsetField | None = None
     not_updated_for: OffsetField | None = None
 
+    @field_validator("due_within")
+    @classmethod
+    def _ahead(cls, value: Offset | None) -> Offset | None:
+        if value is not None and value.n <= 0:
+            raise ValueError("due_within looks ahead: use a positive duration, e.g. 14d")
+        return value
+
     @field_validator("status")
     @classmethod
     def _statuses(cls, values: list[str] | None) -> list[str] | None:
@@ -185,10 +205,27 @@ class Step(_Strict):
 
 
 class Ladder(_Strict):
-    id: str
+    id: RuleId
     schedule: Schedule
     applies_to: Selection = Field(default_factory=Selection)
     steps: list[Step]
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_only(cls, value: str | Every) -> str | Every:
+        if not isinstance(value, str):
+            raise ValueError('a ladder runs on a cron schedule, e.g. "0 8 * * 1-5"')
+        return value
+
+    @model_validator(mode="after")
+    def _no_family(self) -> Ladder:
+        for step in self.steps:
+            if any("review.family_liaison" in [*n.to, *n.cc] for n in step.notify):
+                raise ValueError(
+                    "steps: review.family_liaison is told about a review, not "
+                    "about single actions (use a scope: review rule)"
+                )
+        return self
 
     @field_validator("steps")
     @classmethod
@@ -202,11 +239,21 @@ class Ladder(_Strict):
 
 
 class Rule(_Strict):
-    id: str
+    id: RuleId
     schedule: Schedule
     scope: Literal["action", "review"] = "action"
     applies_to: Selection = Field(default_factory=Selection)
     notify: NotifyList
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_shape(cls, value: Any) -> Any:
+        if not isinstance(value, str | dict):
+            raise ValueError(
+                'must be a cron string ("0 8 * * 1-5") or '
+                "{every: 6 months, from: review.plan_agreed_on}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
@@ -219,6 +266,12 @@ class Rule(_Strict):
                     f"applies_to: {', '.join(sorted(extra))} select actions; "
                     "a review rule selects on review.status/ref/kind"
                 )
+        elif any("review.family_liaison" in [*n.to, *n.cc] for n in self.notify):
+            raise ValueError(
+                "notify: review.family_liaison is told about a review, not about "
+                "single actions (use a scope: review rule)"
+            )
+        if self.scope == "review":
             for n in self.notify:
                 for role in [*n.to, *n.cc]:
                     if role in ROLES and role not in REVIEW_ROLES:
@@ -271,21 +324,35 @@ def _compose(text: str, name: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
         raise InvalidInput(f"{where}: not valid YAML ({problem})") from None
     if node is None:
         return {}, lines
-    _walk(node, (), lines)
-    return yaml.load(text, Loader=_LineLoader), lines  # noqa: S506 - a SafeLoader subclass
+    _walk(node, (), lines, name)
+    try:
+        return yaml.load(text, Loader=_LineLoader), lines  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, ValueError) as exc:  # e.g. a python tag, or 2024-13-01
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark else name
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInput(f"{where}: not valid here ({problem})") from None
 
 
-def _walk(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+def _walk(
+    node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], name: str = ""
+) -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, _ in node.value:
+            if key.value in seen:  # YAML would silently keep only the last one
+                where = ".".join(str(p) for p in (*path, key.value))
+                raise InvalidInput(f"{name}:{key.start_mark.line + 1}: {where}: duplicate key")
+            seen.add(key.value)
         for key, value in node.value:
             child = (*path, key.value)
             lines[child] = key.start_mark.line + 1
-            _walk(value, child, lines)
+            _walk(value, child, lines, name)
             lines[child] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, (*path, i), lines)
+            _walk(item, (*path, i), lines, name)
 
 
 def _describe(loc: tuple[Any, ...], data: Any) -> tuple[tuple[Any, ...], str]:
@@ -352,7 +419,7 @@ def _first_useful(errors: list[Any]) -> Any:
     return min(errors, key=lambda e: rank.get(e["type"], 1))
 
 
-def load_dir(directory: Path, *, tz: ZoneInfo, templates: set[str] | None = None) -> RuleSet:
+def load_dir(directory: Path, *, tz: ZoneInfo) -> RuleSet:
     """Every ``*.yaml``/``*.yml`` in ``directory``, checked as one set."""
     if not directory.is_dir():
         raise InvalidInput(f"{directory}: the rules directory does not exist")
@@ -383,8 +450,6 @@ def load_dir(directory: Path, *, tz: ZoneInfo, templates: set[str] | None = None
         ladders += loaded.ladders
         rules += loaded.rules
     ruleset = RuleSet(tuple(ladders), tuple(rules), sources)
-    if templates is not None:
-        _check_templates(ruleset, templates)
     return ruleset
 
 
@@ -394,21 +459,6 @@ def _check_schedule(schedule: str | Every, where: str, label: str, tz: ZoneInfo)
             parse_cron(schedule, tz)
         except ValueError as exc:
             raise InvalidInput(f"{where}: {label}: schedule: {exc}") from None
-
-
-def _check_templates(ruleset: RuleSet, available: set[str]) -> None:
-    for item in ruleset.entries():
-        notifies = (
-            [n for s in item.steps for n in s.notify]
-            if isinstance(item, Ladder)
-            else list(item.notify)
-        )
-        for n in notifies:
-            if n.template not in available:
-                raise InvalidInput(
-                    f"{ruleset.sources[item.id]}: {item.id}: template {n.template!r} does not "
-                    f"exist (have: {', '.join(sorted(available)) or 'none'})"
-                )
 
 
 def summary(item: Ladder | Rule) -> str:

@@ -97,7 +97,7 @@ class Templates:
             ) from None
         return Rendered(subject, _tidy(text), html)
 
-    def check(self, names: set[str]) -> None:
+    def check(self, names: set[str], kind: str = "all") -> None:
         """Render each named template against a sample; raises on the first that fails."""
         missing = names - self.names()
         if missing:
@@ -107,7 +107,7 @@ class Templates:
                 "and .html)"
             )
         for name in sorted(names):
-            self.render(name, sample_context())
+            self.render(name, sample_context(kind))
 
 
 def _tidy(text: str) -> str:
@@ -119,8 +119,9 @@ def _tidy(text: str) -> str:
     return "\n".join(out).strip() + "\n"
 
 
-def sample_context() -> dict[str, Any]:
-    """A context with every variable the default templates use, for checking."""
+def sample_context(kind: str = "all") -> dict[str, Any]:
+    """A context like the one each kind of message gets: "action" digests, "review" reports,
+    "failure" notices ("all": every variable, for checking a template on its own)."""
     today = dt.date(2024, 1, 15)
     action = {
         "id": 1, "review": "DHR-1", "recommendation": "1", "ref": "1",
@@ -129,16 +130,29 @@ def sample_context() -> dict[str, Any]:
         "days": -3, "target_text": "January 2024", "status": "open",
         "completed_on": None, "reasons": ["due: example"],
     }  # fmt: skip
-    return {
-        "actions": [action], "rule": "sample", "step": "+1d", "today": today,
-        "partnership": "Sample Partnership", "coordinator": "coordinator@example.org",
-        "review": {"ref": "DHR-1", "title": "Sample review", "partnership": None},
-        "counts": {"total": 1, "open": 1, "in_progress": 0, "completed": 0, "blocked": 0,
-                   "withdrawn": 0},
-        "overdue": [action], "completed_since": [], "due_soon": [], "needs_review": [action],
-        "overdue_count": 1, "completed_since_count": 0, "due_soon_count": 0,
-        "needs_review_count": 1, "total": 1, "more": 0,
-        "failed": {"id": 7, "subject": "Overdue: DHR-1 action 1", "to": ["a@example.org"],
-                   "cc": [], "state": "failed", "attempts": 1, "error": "550 no such user",
-                   "created_at": today},
+    common: dict[str, Any] = {
+        "rule": "sample",
+        "step": "+1d",
+        "today": today,
+        "partnership": "Sample",
+        "coordinator": "coordinator@example.org",
+        "more": 0,
+    }
+    parts: dict[str, dict[str, Any]] = {
+        "action": {"actions": [action], "total": 1},
+        "review": {
+            "review": {"ref": "DHR-1", "title": "Sample review", "partnership": None},
+            "counts": {"total": 1, "open": 1, "in_progress": 0, "completed": 0, "blocked": 0,
+                       "withdrawn": 0},
+            "overdue": [action], "completed_since": [], "due_soon": [], "needs_review": [action],
+            "overdue_count": 1, "completed_since_count": 0, "due_soon_count": 0,
+            "needs_review_count": 1,
+        },
+        "failure": {"failed": {"id": 7, "subject": "Overdue: DHR-1 action 1",
+                               "to": ["a@example.org"], "cc": [], "state": "failed",
+                               "attempts": 1, "error": "550 no such user",
+                               "created_at": today}},
     }  # fmt: skip
+    if kind == "all":
+        return common | parts["action"] | parts["review"] | parts["failure"]
+    return common | parts[kind]

@@ -116,17 +116,26 @@ def test_ladder_steps_in_turn(store: db.Store, rules: Any, world: Any) -> None:
     assert steps[D(2024, 1, 1)] == [("deadline", "due_soon", ("lead@police.example.org",), [1])]
     assert steps[D(2024, 1, 24)] == [("deadline", "due_soon", ("lead@police.example.org",), [1])]
     assert steps[D(2024, 2, 1)] == [("deadline", "overdue", ("lead@police.example.org",), [1])]
-    # +10 business days after 31 Jan is 14 Feb: the manager, copying owner and coordinator.
+    # +10 business days after 31 Jan is 14 Feb: the manager, copying owner and coordinator;
+    # each gets their own message.
     assert steps[D(2024, 2, 14)] == [
-        ("deadline", "escalation", ("manager@police.example.org",), [1])
+        ("deadline", "escalation", ("coordinator@csp.example.org",), [1]),
+        ("deadline", "escalation", ("lead@police.example.org",), [1]),
+        ("deadline", "escalation", ("manager@police.example.org",), [1]),
     ]
-    assert steps[D(2024, 3, 1)] == [("deadline", "escalation", ("chair@csp.example.org",), [1])]
+    assert steps[D(2024, 3, 1)] == [
+        ("deadline", "escalation", ("chair@csp.example.org",), [1]),
+        ("deadline", "escalation", ("manager@police.example.org",), [1]),
+    ]
 
 
 def test_catch_up_sends_only_the_highest_step(store: db.Store, rules: Any, world: Any) -> None:
     world(a=("Police", DUE, "open"))
     result = tick(store, rules, at(D(2024, 3, 1)), only=["deadline"])
-    assert sent(result) == [("deadline", "escalation", ("chair@csp.example.org",), [1])]
+    assert sent(result) == [
+        ("deadline", "escalation", ("chair@csp.example.org",), [1]),
+        ("deadline", "escalation", ("manager@police.example.org",), [1]),
+    ]
     assert result.superseded == 4
     with store.reading() as s:
         outcomes = dict(s.execute(select(Firing.step, Firing.outcome)).all())
@@ -151,18 +160,21 @@ def test_daemon_down_for_forty_days(store: db.Store, rules: Any, world: Any) -> 
     assert sent(back) == [
         ("deadline", "due_soon", ("lead@health.example.org",), [ids["c"]]),
         ("deadline", "escalation", ("chair@csp.example.org",), [ids["a"], ids["b"]]),
+        ("deadline", "escalation", ("manager@police.example.org",), [ids["a"], ids["b"]]),
     ]
 
 
 def test_repeat_refires_every_interval(store: db.Store, rules: Any, world: Any) -> None:
     world(a=("Police", DUE, "open"))
     fired = {}
-    for day in (D(2024, 3, 1), D(2024, 3, 20), D(2024, 3, 31), D(2024, 4, 15), D(2024, 4, 30)):
-        fired[day] = len(tick(store, rules, at(day), only=["deadline"]).messages)
+    # Weekdays only: the ladder runs at 08:00 Monday to Friday.
+    for day in (D(2024, 3, 1), D(2024, 3, 20), D(2024, 4, 1), D(2024, 4, 15), D(2024, 4, 30)):
+        result = tick(store, rules, at(day), only=["deadline"])
+        fired[day] = len({h.period_key for m in result.messages for h in m.hits})
     assert fired == {
         D(2024, 3, 1): 1,
         D(2024, 3, 20): 0,
-        D(2024, 3, 31): 1,
+        D(2024, 4, 1): 1,
         D(2024, 4, 15): 0,
         D(2024, 4, 30): 1,
     }
@@ -218,13 +230,12 @@ def test_gaps_are_reported_and_audited_once(store: db.Store, rules: Any, world: 
         ("deadline", "agency.manager"): [ids["h"], ids["x"]],
         ("deadline", "owner"): [ids["x"]],
     }
-    # Health has no manager: its escalation still reaches the copies (owner, coordinator).
-    assert (
-        "deadline",
-        "escalation",
-        ("coordinator@csp.example.org", "lead@health.example.org"),
-        [ids["h"]],
-    ) in sent(first)
+    # Health has no manager: its escalation still reaches the copies (owner, coordinator);
+    # the action with no agency reaches the coordinator alone.
+    assert sent(first) == [
+        ("deadline", "escalation", ("coordinator@csp.example.org",), [ids["h"], ids["x"]]),
+        ("deadline", "escalation", ("lead@health.example.org",), [ids["h"]]),
+    ]
     second = tick(store, rules, at(D(2024, 2, 16)), only=["deadline"])
     assert {(g.rule, g.role) for g in second.gaps} == set()  # all fired or still unsent
     with store.reading() as s:
@@ -240,9 +251,10 @@ def test_recurring_review_rule_fires_latest_occurrence(
     assert sorted((m.template, tuple(m.to)) for m in first.messages) == [
         ("family_update", ("fay@advocacy.example.org",)),
         ("partnership_report", ("chair@csp.example.org",)),
+        ("partnership_report", ("coordinator@csp.example.org",)),
     ]
     assert {m.hits[0].period_key for m in first.messages} == {"2023-12-01"}
-    report = next(m for m in first.messages if m.template == "partnership_report")
+    report = next(m for m in first.messages if m.to == ["chair@csp.example.org"])
     assert report.review == "R1"
     assert report.rendered is not None
     assert "Actions: 2 in all" in report.rendered.text
@@ -261,7 +273,7 @@ def test_weekly_needs_review_rule(store: db.Store, rules: Any, world: Any) -> No
     assert sent(result) == [
         ("undated-actions", "needs_review", ("coordinator@csp.example.org",), [ids["a"]])
     ]
-    assert result.messages[0].hits[0].period_key == "2024-01-15T09:00:00+00:00"
+    assert result.messages[0].hits[0].period_key == "2024-01-15T09:00"  # local wall clock
     assert tick(store, rules, at(D(2024, 1, 21)), only=["undated-actions"]).messages == []
     assert len(tick(store, rules, at(D(2024, 1, 22)), only=["undated-actions"]).messages) == 1
 
@@ -385,3 +397,45 @@ def test_tick_mistakes(cli: CliFn) -> None:
     unknown = cli("tick", "--rule", "nope")
     assert unknown.exit_code == 2
     assert "no rule with id nope" in unknown.stderr
+
+
+def test_ladder_runs_on_its_schedule(store: db.Store, rules: Any, world: Any) -> None:
+    """A tick on Saturday evaluates the ladder as of Friday's 08:00 run; one on Monday before
+    08:00 as of Friday too."""
+    world(a=("Police", D(2024, 1, 27), "open"))  # due Saturday: -7d reached on Saturday 20th
+    assert len(tick(store, rules, at(D(2024, 1, 19), 9), only=["deadline"]).messages) == 1
+    assert tick(store, rules, at(D(2024, 1, 20), 12), only=["deadline"]).messages == []
+    assert tick(store, rules, at(D(2024, 1, 22), 7), only=["deadline"]).messages == []
+    monday = tick(store, rules, at(D(2024, 1, 22), 9), only=["deadline"])
+    assert [h.period_key for m in monday.messages for h in m.hits] == ["2024-01-27|-7d"]
+
+
+def test_steps_in_date_order_whatever_their_units(
+    store: db.Store, world: Any, tmp_path: Path
+) -> None:
+    """ "+9bd" and "+12d" swap order for some due dates: the latest date reached wins."""
+    directory = tmp_path / "rules"
+    directory.mkdir()
+    (directory / "r.yaml").write_text(
+        "ladders:\n  - id: mixed\n    schedule: '0 8 * * *'\n    steps:\n"
+        "      - {at: +9bd, notify: {to: agency.manager, template: escalation}}\n"
+        "      - {at: +12d, notify: {to: partnership.chair, template: escalation}}\n"
+    )
+    mixed = engine.load_rules(directory, ROOT / "templates" / "email", LONDON)
+    world(a=("Police", D(2024, 1, 17), "open"))  # +12d = 29 Jan, +9bd = 30 Jan
+    first = tick(store, mixed, at(D(2024, 1, 29)))
+    assert [m.to for m in first.messages] == [["chair@csp.example.org"]]
+    second = tick(store, mixed, at(D(2024, 1, 30)))
+    assert [m.to for m in second.messages] == [["manager@police.example.org"]]
+
+
+def test_one_message_per_recipient_and_only_their_actions(
+    store: db.Store, rules: Any, world: Any
+) -> None:
+    """The chair hears about both agencies; Police's manager, copied, only about Police."""
+    ids = world(p=("Police", D(2024, 1, 1), "open"), h=("Health", D(2024, 1, 1), "open"))
+    result = tick(store, rules, at(D(2024, 2, 5)), only=["deadline"])
+    assert sent(result) == [
+        ("deadline", "escalation", ("chair@csp.example.org",), [ids["p"], ids["h"]]),
+        ("deadline", "escalation", ("manager@police.example.org",), [ids["p"]]),
+    ]

@@ -55,7 +55,8 @@ def test_shipped_rules_are_valid() -> None:
         (
             '"0 8 * * 1-5"',
             '"0 8 * * 1-9"',
-            "deadlines.yaml:2: ladders[0] (deadline): schedule: weekday 9 is out of range",
+            "deadlines.yaml:2: ladders[0] (deadline): schedule: '0 8 * * 1-9' is not a valid cron "
+            "expression (weekday range '1-9' is out of range",
         ),
         (
             '"0 8 * * 1-5"',
@@ -65,7 +66,8 @@ def test_shipped_rules_are_valid() -> None:
         (
             "template: overdue",
             "template: overdeu",
-            "deadlines.yaml:2: deadline: template 'overdeu' does not exist",
+            "deadlines.yaml:2: deadline: steps[2].notify[0].template: template 'overdeu' "
+            "does not exist",
         ),
         (
             "cc: [agency.lead]",
@@ -222,3 +224,78 @@ def test_rules_check_command(tmp_path: Path) -> None:
         "error: rules/deadlines.yaml:8: ladders[0] (deadline): steps[2].at: '+1x' is not a "
         "duration (use d, bd, w or m, e.g. -7d or +10bd)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # the family liaison only ever gets family-safe words about a whole review
+        (
+            "rules:\n  - id: r\n    scope: review\n    schedule: {every: 6 months, from: "
+            "review.plan_agreed_on}\n    notify: {to: partnership.chair, cc: "
+            "review.family_liaison, template: partnership_report}\n",
+            "review.family_liaison may only receive family-safe templates (family_update)",
+        ),
+        (
+            LADDER.replace("to: [owner], cc: [agency.lead]", "to: [review.family_liaison]").replace(
+                "template: overdue", "template: family_update"
+            ),
+            "review.family_liaison is told about a review, not about single actions",
+        ),
+        # a template written for another kind of message
+        (
+            LADDER.replace("template: overdue", "template: partnership_report"),
+            "steps[2].notify[0].template: 'partnership_report' does not fit a action message",
+        ),
+        (
+            "rules:\n  - id: r\n    scope: review\n    schedule: {every: 6 months, from: "
+            "review.plan_agreed_on}\n    notify: {to: partnership.chair, template: due_soon}\n",
+            "notify[0].template: 'due_soon' does not fit a review message",
+        ),
+        # YAML that would otherwise be silently half-read
+        (LADDER + "ladders: []\n", "deadlines.yaml:9: ladders: duplicate key"),
+        (
+            "rules:\n  - id: r\n    schedule: '0 9 * * 1'\n    notify: []\n",
+            "notify: Value should have at least 1 item",
+        ),
+        (
+            "rules:\n  - id: ''\n    schedule: '0 9 * * 1'\n    notify: {to: coordinator, "
+            "template: needs_review}\n",
+            "id: String should have at least 1 character",
+        ),
+        (
+            "rules:\n  - id: " + "x" * 101 + "\n    schedule: '0 9 * * 1'\n    notify: {to: "
+            "coordinator, template: needs_review}\n",
+            "id: String should have at most 100",
+        ),
+        (
+            "rules:\n  - id: r\n    schedule: 5\n    notify: {to: coordinator, template: "
+            "needs_review}\n",
+            "schedule: must be a cron string",
+        ),
+        (
+            "rules:\n  - id: r\n    schedule: '0 9 * * 1#2'\n    notify: {to: coordinator, "
+            "template: needs_review}\n",
+            "weekday '1#2' is not supported",
+        ),
+        (
+            "rules:\n  - id: r\n    schedule: '0 9 * * 1'\n    applies_to: {due_within: -7d}\n"
+            "    notify: {to: coordinator, template: needs_review}\n",
+            "due_within looks ahead",
+        ),
+        (
+            "rules:\n  - id: r\n    schedule: '0 9 * * 1'\n    applies_to: {due_before: "
+            "2024-13-01}\n    notify: {to: coordinator, template: needs_review}\n",
+            "not valid here (month must be in 1..12)",
+        ),
+        (
+            "rules:\n  - id: !!python/object:os.system x\n    schedule: '0 9 * * 1'\n"
+            "    notify: {to: coordinator, template: needs_review}\n",
+            "not valid here",
+        ),
+    ],
+)
+def test_rules_that_would_mislead_or_leak(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        load_rules(_rules(tmp_path, text), TEMPLATES, LONDON)
+    assert message in str(err.value)
