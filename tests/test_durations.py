@@ -106,3 +106,48 @@ def test_latest_fire_time(expr: str, at: dt.datetime, slot: dt.datetime | None) 
     assert found == (slot.replace(tzinfo=LONDON) if slot else None)
     if found is not None:
         assert found.astimezone(LONDON).hour == (slot.hour if slot else 0)
+
+
+def test_autumn_clock_change_neither_hangs_nor_doubles() -> None:
+    """01:30 happens twice on 27 October 2024 in London: one slot, found without looping."""
+    import signal
+
+    from dhr_workflow.durations import slot_key
+
+    def too_slow(*_: object) -> None:
+        raise TimeoutError("latest_fire_time looped")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(5)
+    try:
+        hourly = parse_cron("30 * * * *", LONDON)
+        first = latest_fire_time(hourly, dt.datetime(2024, 10, 27, 0, 45, tzinfo=dt.UTC))
+        second = latest_fire_time(hourly, dt.datetime(2024, 10, 27, 1, 45, tzinfo=dt.UTC))
+        daily = parse_cron("30 1 * * *", LONDON)
+        late = latest_fire_time(daily, dt.datetime(2024, 10, 27, 1, 45, tzinfo=dt.UTC))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert first is not None
+    assert second is not None
+    assert late is not None
+    assert slot_key(first, LONDON) == slot_key(second, LONDON) == "2024-10-27T01:30"
+    assert slot_key(late, LONDON) == "2024-10-27T01:30"
+
+
+@pytest.mark.parametrize(
+    ("field", "names"),
+    [
+        ("1-5", "mon,tue,wed,thu,fri"),
+        ("*/2", "sun,tue,thu,sat"),
+        ("1-5/2", "mon,wed,fri"),
+        ("0,6", "sun,sat"),
+        ("0-6", "sun,mon,tue,wed,thu,fri,sat"),
+        ("7", "sun"),
+        ("mon-fri", "mon-fri"),
+    ],
+)
+def test_crontab_weekdays(field: str, names: str) -> None:
+    from dhr_workflow.durations import cron_weekdays
+
+    assert cron_weekdays(field) == names
