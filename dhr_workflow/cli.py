@@ -28,6 +28,7 @@ from dhr_workflow import (
     contacts,
     db,
     engine,
+    feeds,
     messages,
     outbox,
     reviews,
@@ -492,6 +493,95 @@ def _print_tick(result: engine.TickResult, dry_run: bool) -> None:
             f"{'actions' if data['actions'] else 'reviews'} {_short(', '.join(map(str, who)), 80)}"
             " (add a contact with `contacts import`)"
         )
+
+
+# --- the daemon and feeds ---------------------------------------------------------------------
+
+
+@main.command("run")
+@pass_app
+def run_daemon(app: App, /) -> None:
+    """Run the daemon: scheduled ticks, the sender and the HTTP server (feeds, health)."""
+    from dhr_workflow import daemon
+
+    app.store()  # schema check first: a clear error instead of a half-started daemon
+    daemon.run(app.settings)
+
+
+@main.group("feeds")
+def feeds_group() -> None:
+    """iCal deadline feeds (secret subscription URLs)."""
+
+
+@feeds_group.command("create")
+@click.option("--all", "all_", is_flag=True, help="Every action.")
+@click.option("--review", help="One review's actions.")
+@click.option("--agency", help="One lead agency's actions.")
+@click.option("--owner", help="Actions owned by this contact email.")
+@click.option("--label", help="A name to recognise the feed by.")
+@pass_app
+def feeds_create(
+    app: App,
+    /,
+    all_: bool,
+    review: str | None,
+    agency: str | None,
+    owner: str | None,
+    label: str | None,
+) -> None:
+    """Create a feed and print its subscription URL (shown once: keep it secret)."""
+    chosen = [
+        (k, v)
+        for k, v in (("all", all_), ("review", review), ("agency", agency), ("owner", owner))
+        if v
+    ]
+    if len(chosen) != 1:
+        raise UserError("choose exactly one of --all, --review, --agency, --owner")
+    kind, value = chosen[0]
+    with app.store().transaction() as s:
+        created = feeds.create(
+            s,
+            kind,  # type: ignore[arg-type]  # one of the four option names above
+            None if kind == "all" else str(value),
+            label,
+            now=app.now(),
+            actor=app.actor,
+        )
+        click.echo(
+            f"feed {created.token.id}: {app.settings.public_base_url}/feeds/{created.secret}.ics"
+        )
+
+
+@feeds_group.command("list")
+@pass_app
+def feeds_list(app: App, /) -> None:
+    """List feeds (never their secrets)."""
+    with app.store().reading() as s:
+        rows = [feeds.describe(t) for t in feeds.list_all(s)]
+    _table(
+        ["id", "scope", "value", "label", "created", "revoked"],
+        [
+            [
+                str(r["id"]),
+                r["scope"],
+                r["value"] or "",
+                r["label"] or "",
+                r["created_at"].isoformat()[:16],
+                r["revoked_at"].isoformat()[:16] if r["revoked_at"] else "",
+            ]
+            for r in rows
+        ],
+    )
+
+
+@feeds_group.command("revoke")
+@click.argument("feed_id", metavar="ID", type=click.IntRange(1, 2**31 - 1))
+@pass_app
+def feeds_revoke(app: App, /, feed_id: int) -> None:
+    """Revoke a feed: its URL answers 404 from now on."""
+    with app.store().transaction() as s:
+        feeds.revoke(s, feed_id, now=app.now(), actor=app.actor)
+    click.echo(f"feed {feed_id} revoked")
 
 
 # --- sending ---------------------------------------------------------------------------------

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
             parse_window(value)
         return value or None
 
+    # How often the daemon's sender looks at the outbox (it is also woken after each tick).
+    send_interval_seconds: float = Field(default=30.0, gt=0)
+    # Feeds carry review ref, recommendation, agency and date; "full" adds plan text.
+    feed_detail: Literal["minimal", "full"] = "minimal"
+
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
     base_url: str | None = None

@@ -1,0 +1,238 @@
+"""`dhr-workflow run`: scheduler, sender and HTTP in one asyncio loop.
+
+- One APScheduler job per rule schedule (cron in the partnership time zone; recurring review
+  rules are checked daily), a calendar follow-up job, and the outbox sender (an interval, and
+  woken right after a tick enqueues). Jobs keep nothing in a job store: the database is the
+  source of truth and every tick is idempotent, so several replicas can run side by side.
+- On start: schema check, rules check, one catch-up tick of every rule (a daemon that was
+  down sends each overdue reminder once, not a backlog), then the schedule.
+- A job that raises is logged, audited and shown in /healthz; the next run happens.
+- SIGHUP reloads rules and templates (an invalid set is refused, logged and audited; the old
+  one stays). SIGTERM/SIGINT stop taking work, let an in-flight send finish, and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import signal
+import time
+from typing import Any
+
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from dhr_workflow import audit, db, engine, outbox
+from dhr_workflow.config import Settings
+from dhr_workflow.durations import parse_cron
+from dhr_workflow.errors import UserError
+from dhr_workflow.ruleset import Every, RuleSet
+from dhr_workflow.templates import Templates
+from dhr_workflow.transports import make_transport
+from dhr_workflow.web import Health, Metrics, create_app
+
+log = logging.getLogger("dhr_workflow.daemon")
+ACTOR = "daemon"
+JOB_TIMEOUT = 600  # seconds: a hung job must not block the next runs
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = db.Store(settings.database_url)
+        db.check_schema(self.store.engine)
+        self.ruleset, self.templates = self._load()
+        self.health, self.metrics = Health(), Metrics()
+        self.scheduler = AsyncIOScheduler(
+            timezone=settings.tz,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+        )
+        self.owner = outbox.worker_id()
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.sending = asyncio.Lock()
+
+    def _load(self) -> tuple[RuleSet, Templates]:
+        s = self.settings
+        return engine.load_rules(s.rules_dir, s.templates_dir, s.tz)
+
+    # --- jobs ----------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("rule:"):
+                job.remove()
+        for item in self.ruleset.entries():
+            trigger = (
+                CronTrigger(hour=7, minute=0, timezone=self.settings.tz)
+                if isinstance(item.schedule, Every)
+                else parse_cron(item.schedule, self.settings.tz)
+            )
+            self.scheduler.add_job(self._tick, trigger, args=[[item.id]], id=f"rule:{item.id}")
+        self.scheduler.add_job(
+            self._tick, IntervalTrigger(minutes=15), args=[["calendar"]], id="rule:calendar"
+        )
+        self.health.rules_loaded_at = dt.datetime.now(dt.UTC).isoformat()
+
+    async def _tick(self, only: list[str] | None) -> None:
+        name = ",".join(only) if only else "all"
+        try:
+            result = await asyncio.wait_for(asyncio.to_thread(self._tick_sync, only), JOB_TIMEOUT)
+        except Exception as exc:  # a job never dies silently: logged, audited, shown
+            self._job_failed(f"tick:{name}", exc)
+            return
+        now = dt.datetime.now(dt.UTC).isoformat()
+        for rule in only or self.ruleset.ids:
+            self.health.last_tick[rule] = now
+            self.metrics.ticks.labels(rule=rule).inc()
+        self.metrics.enqueued.inc(len(result.messages))
+        self.health.job_errors.pop(f"tick:{name}", None)
+        if result.messages:
+            log.info("tick %s: enqueued %d message(s)", name, len(result.messages))
+            self.wake.set()
+
+    def _tick_sync(self, only: list[str] | None) -> engine.TickResult:
+        s = self.settings
+        ctx = engine.Context(
+            dt.datetime.now(dt.UTC),
+            s.tz,
+            s.holidays_region,
+            self.templates,
+            s.partnership,
+            s.mail_from,
+        )
+        with self.store.transaction() as session:
+            result = engine.evaluate(session, self.ruleset, ctx, only=only)
+            return engine.commit(session, result, ctx, actor=ACTOR)
+
+    async def _send(self) -> None:
+        async with self.sending:  # SIGTERM waits for this: an in-flight send finishes
+            start = time.perf_counter()
+            try:
+                batch = await asyncio.wait_for(
+                    outbox.send_batch(
+                        self.store,
+                        make_transport(self.settings),
+                        self.settings,
+                        clock=lambda: dt.datetime.now(dt.UTC),
+                        owner=self.owner,
+                        actor=ACTOR,
+                        templates=self.templates,
+                    ),
+                    JOB_TIMEOUT,
+                )
+            except Exception as exc:
+                self._job_failed("sender", exc)
+                return
+            self.metrics.send_seconds.observe(time.perf_counter() - start)
+            for outcome in ("sent", "retried", "failed", "dead"):
+                self.metrics.outcomes.labels(outcome=outcome).inc(len(getattr(batch, outcome)))
+            self.health.job_errors.pop("sender", None)
+            if batch.claimed:
+                log.info(
+                    "sender: sent %d, retry %d, failed %d, dead %d",
+                    len(batch.sent),
+                    len(batch.retried),
+                    len(batch.failed),
+                    len(batch.dead),
+                )
+                if len(batch.sent) + len(batch.failed) > 0:
+                    self.wake.set()  # there may be more due right away
+
+    async def _sender_loop(self) -> None:
+        while not self.stopping.is_set():
+            await self._send()
+            self.wake.clear()
+            waiters = [
+                asyncio.create_task(self.wake.wait()),
+                asyncio.create_task(self.stopping.wait()),
+            ]
+            await asyncio.wait(
+                waiters,
+                timeout=self.settings.send_interval_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in waiters:
+                task.cancel()
+
+    def _job_failed(self, job: str, exc: BaseException) -> None:
+        message = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        log.error("job %s failed: %s", job, message)
+        self.health.job_errors[job] = message
+        self.metrics.job_errors.labels(job=job).inc()
+        try:
+            with self.store.transaction() as s:
+                audit.record(
+                    s,
+                    now=dt.datetime.now(dt.UTC),
+                    actor=ACTOR,
+                    kind="job.error",
+                    subject=f"job:{job}",
+                    data={"error": message},
+                )
+        except Exception:  # the database may be what failed; the log line stands
+            log.exception("could not audit the failure of %s", job)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def reload(self) -> None:
+        try:
+            ruleset, templates = self._load()
+        except UserError as exc:
+            log.error("reload refused, keeping the current rules: %s", exc)
+            self._audit("rules.reload_refused", {"error": str(exc)})
+            return
+        self.ruleset, self.templates = ruleset, templates
+        self._schedule()
+        log.info("rules reloaded: %d rule(s)", len(ruleset.entries()))
+        self._audit("rules.reload", {"rules": ruleset.ids})
+
+    def _audit(self, kind: str, data: dict[str, Any]) -> None:
+        with self.store.transaction() as s:
+            audit.record(
+                s, now=dt.datetime.now(dt.UTC), actor=ACTOR, kind=kind, subject="rules", data=data
+            )
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self._audit("daemon.start", {"rules": self.ruleset.ids})
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(self.store, self.settings, self.health, self.metrics),
+                host=self.settings.http_host,
+                port=self.settings.http_port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        # The daemon owns SIGTERM/SIGINT/SIGHUP (graceful stop, reload); uvicorn's serve()
+        # would capture and re-raise them, so run its inner loop directly.
+        http = asyncio.create_task(server._serve())
+        await self._tick(None)  # catch up once on start, then follow the schedule
+        self._schedule()
+        self.scheduler.start()
+        self.health.scheduler_running = True
+        log.info("dhr-workflow running; health at %s/healthz", self.settings.public_base_url)
+        sender = asyncio.create_task(self._sender_loop())
+        await self.stopping.wait()
+        log.info("stopping: no new work; finishing any send in flight")
+        self.scheduler.shutdown(wait=False)
+        self.health.scheduler_running = False
+        async with self.sending:
+            sender.cancel()
+        server.should_exit = True
+        await http
+        self._audit("daemon.stop", {})
+        self.store.dispose()
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    daemon = Daemon(settings)
+    asyncio.run(daemon.serve())
