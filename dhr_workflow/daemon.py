@@ -234,5 +234,7 @@ def run(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for noisy in ("apscheduler", "alembic"):  # job bookkeeping is not news at INFO
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     daemon = Daemon(settings)
     asyncio.run(daemon.serve())

@@ -1,0 +1,323 @@
+"""The daemon as an operator runs it: `dhr-workflow run` in a subprocess, a real SMTP server on
+loopback, real HTTP requests, two independent iCal parsers, real signals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import icalendar
+import pytest
+import vobject
+from sqlalchemy import func, select, text
+
+from dhr_workflow import actions, contacts, db, reviews
+from dhr_workflow.models import AuditEvent, Notification
+from tests.smtp_server import Handler, SmtpServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = dt.datetime.now(dt.UTC)
+TODAY = NOW.date()
+CONTACTS = """agency,role,name,email
+Police,lead,Lee Lead,lead@police.example.org
+Police,manager,Max Manager,manager@police.example.org
+Health,lead,Hal Lead,lead@health.example.org
+,coordinator,Cat Coordinator,coordinator@csp.example.org
+,chair,Chris Chair,chair@csp.example.org
+"""
+EVERY_MINUTE = """rules:
+  - id: minutely-undated
+    schedule: "* * * * *"
+    applies_to: {needs_review: true}
+    notify: {to: coordinator, template: needs_review}
+"""
+
+
+def seed(url: str, tmp_path: Path, *, overdue: int = 2, undated: int = 1) -> None:
+    engine_ = db.make_engine(url, create=True)
+    db.upgrade(engine_)
+    engine_.dispose()
+    store = db.Store(url)
+    people = tmp_path / "contacts.csv"
+    people.write_text(CONTACTS)
+    with store.transaction() as s:
+        reviews.add(s, "R1", "Review one", now=NOW, actor="test")
+        contacts.import_rows(s, contacts.read_csv(people), now=NOW, actor="test", source="c")
+        for n in range(overdue):
+            actions.create(
+                s,
+                "R1",
+                now=NOW,
+                actor="test",
+                recommendation=str(n + 1),
+                lead_agency="Police" if n % 2 == 0 else "Health",
+                text=f"Overdue action {n + 1}",
+                due_date=TODAY - dt.timedelta(days=2),
+                due_basis="fixed",
+            )
+        for n in range(undated):
+            actions.create(
+                s,
+                "R1",
+                now=NOW,
+                actor="test",
+                recommendation=f"u{n}",
+                lead_agency="Police",
+                text="Undated action",
+                review_reasons=["due: no target date"],
+            )
+    store.dispose()
+
+
+class Daemon:
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.port = int(env["DHR_HTTP_PORT"])
+        self.log = cwd / f"daemon-{self.port}.log"
+        self.log_file = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dhr_workflow", "run"],
+            cwd=cwd,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log_file.close()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_healthy(self, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                r = httpx.get(self.url("/healthz"), timeout=2)
+                if r.status_code == 200:
+                    body: dict[str, Any] = r.json()
+                    return body
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"daemon never healthy:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def environment(url: str, smtp_port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DHR_")}
+    env.update({
+        "DHR_DATABASE_URL": url, "DHR_MAIL_TRANSPORT": "smtp", "DHR_SMTP_HOST": "127.0.0.1",
+        "DHR_SMTP_PORT": str(smtp_port), "DHR_SMTP_SECURITY": "none",
+        "DHR_HTTP_PORT": str(free_port()), "DHR_SEND_INTERVAL_SECONDS": "1",
+        "DHR_MAIL_FROM": "dhr@csp.example.org", **extra,
+    })  # fmt: skip
+    return env
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    running: list[Daemon] = []
+    yield running
+    for d in running:
+        d.close()
+
+
+@pytest.mark.slow
+def test_daemon_end_to_end(tmp_path: Path, daemons: list[Daemon]) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    seed(url, tmp_path)
+    rules = tmp_path / "rules"
+    shutil_copy(ROOT / "rules" / "default.yaml", rules / "default.yaml")
+    (rules / "minutely.yaml").write_text(EVERY_MINUTE)
+    handler = Handler()
+    with SmtpServer(handler) as smtp:
+        env = environment(url, smtp.port, DHR_RULES_DIR=str(rules))
+        feed_url = _create_feed(env, tmp_path)
+        daemon = Daemon(env, tmp_path)
+        daemons.append(daemon)
+        health = daemon.wait_healthy()
+        assert health["scheduler_running"] is True
+        assert health["database"] == "ok"
+        # The catch-up tick on start: an overdue reminder to each owner and the undated
+        # action to the coordinator, each once (the minutely rule may add one more).
+        wait_for(lambda: len(handler.received) >= 3, 30, "the first messages")
+        time.sleep(2)
+        first = {(m.recipients[0], m.parsed()["Subject"]) for m in handler.received}
+        assert {
+            ("lead@police.example.org", "Overdue: DHR R1 action 1"),
+            ("lead@health.example.org", "Overdue: DHR R1 action 2"),
+            ("coordinator@csp.example.org", "1 DHR action needs a date or a lead agency"),
+        } <= first
+        ids = [m.parsed()["Message-ID"] for m in handler.received]
+        assert len(ids) == len(set(ids))
+
+        _check_feed(daemon, feed_url)
+
+        # A broken rule file on SIGHUP is refused; the old rules keep firing every minute.
+        (rules / "broken.yaml").write_text("ladders:\n  - id: x\n    steps: []\n")
+        before = _count_for(handler, "coordinator@csp.example.org")
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in daemon.log.read_text(), 10, "the refusal")
+        wait_for(
+            lambda: _count_for(handler, "coordinator@csp.example.org") > before,
+            75,
+            "the minutely rule to fire after the refused reload",
+        )
+        assert daemon.wait_healthy()["job_errors"] == {}
+
+        started = time.monotonic()
+        assert daemon.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - started < 10
+    store = db.Store(url)
+    with store.reading() as s:
+        kinds = set(s.scalars(select(AuditEvent.kind)))
+        pending = s.scalar(
+            select(func.count()).select_from(Notification).where(Notification.state != "sent")
+        )
+    store.dispose()
+    assert {"daemon.start", "rules.reload_refused", "daemon.stop"} <= kinds
+    assert pending == 0
+
+
+def shutil_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(source.read_text())
+
+
+def _count_for(handler: Handler, address: str) -> int:
+    return sum(1 for m in handler.received if address in m.recipients)
+
+
+def _create_feed(env: dict[str, str], cwd: Path) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "dhr_workflow", "feeds", "create", "--all", "--label", "everything"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().split(": ", 1)[1]
+
+
+def _check_feed(daemon: Daemon, feed_url: str) -> None:
+    path = feed_url.split(str(daemon.port), 1)[1]
+    r = httpx.get(daemon.url(path), timeout=5)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/calendar")
+    one = icalendar.Calendar.from_ical(r.content)
+    other = vobject.readOne(r.text)
+    uids_one = sorted(str(e["UID"]) for e in one.walk("VEVENT"))
+    uids_other = sorted(e.uid.value for e in other.vevent_list)
+    assert uids_one == uids_other
+    assert len(uids_one) == 2  # the two dated open actions
+    assert str(one["METHOD"]) == "PUBLISH"
+    dates = {e.dtstart.value for e in other.vevent_list}
+    assert dates == {TODAY - dt.timedelta(days=2)}
+    again = httpx.get(daemon.url(path), headers={"If-None-Match": r.headers["etag"]}, timeout=5)
+    assert again.status_code == 304
+    wrong = httpx.get(daemon.url("/feeds/not-a-real-token.ics"), timeout=5)
+    assert (wrong.status_code, wrong.text) == (404, "Not Found")
+    metrics = httpx.get(daemon.url("/metrics"), timeout=5).text
+    assert 'dhr_ticks_total{rule="deadline"}' in metrics
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_three_replicas_send_each_message_once(
+    tmp_path: Path, daemons: list[Daemon], pg_server_url: str
+) -> None:
+    from tests.conftest import _truncate_pg
+
+    _truncate_pg(pg_server_url)
+    engine_ = db.make_engine(pg_server_url)
+    with engine_.begin() as conn:
+        conn.execute(text("SELECT 1"))
+    engine_.dispose()
+    _seed_many(pg_server_url, tmp_path, 1000)
+    handler = Handler()
+    with SmtpServer(handler) as smtp:
+        env = {
+            **environment(pg_server_url, smtp.port),
+            "DHR_MAIL_LEASE_SECONDS": "3",
+            "DHR_MAIL_BATCH_SIZE": "20",
+        }
+        for _ in range(3):
+            daemons.append(Daemon({**env, "DHR_HTTP_PORT": str(free_port())}, tmp_path))
+        for d in daemons:
+            d.wait_healthy(60)
+        time.sleep(1.5)
+        daemons[0].proc.send_signal(signal.SIGKILL)  # one replica dies mid-run
+        daemons[0].proc.wait()
+        store = db.Store(pg_server_url)
+
+        def all_sent() -> bool:
+            with store.reading() as s:
+                return not s.scalar(
+                    select(func.count())
+                    .select_from(Notification)
+                    .where(Notification.state != "sent")
+                )
+
+        wait_for(all_sent, 120, "every message to be sent")
+        with store.reading() as s:
+            expected = set(s.scalars(select(Notification.message_id)))
+        store.dispose()
+        for d in daemons[1:]:
+            assert d.stop() == 0
+    received = [m.parsed()["Message-ID"] for m in handler.received]
+    assert set(received) == expected  # none lost
+    repeats = len(received) - len(set(received))
+    # Only a message in flight in the killed replica can go twice (sent, not yet recorded).
+    assert repeats <= 1, f"{repeats} messages sent twice"
+    print(f"\n3 replicas, {len(expected)} messages, {repeats} repeated after SIGKILL")
+
+
+def _seed_many(url: str, tmp_path: Path, n: int) -> None:
+    store = db.Store(url)
+    people = tmp_path / "many.csv"
+    people.write_text(
+        "agency,role,name,email\n"
+        + "".join(f"Agency {i},lead,Lead {i},lead{i}@agency.example.org\n" for i in range(n))
+    )
+    with store.transaction() as s:
+        reviews.add(s, "R1", "Review one", now=NOW, actor="test")
+        contacts.import_rows(s, contacts.read_csv(people), now=NOW, actor="test", source="c")
+        for i in range(n):
+            actions.create(
+                s,
+                "R1",
+                now=NOW,
+                actor="test",
+                recommendation=str(i),
+                lead_agency=f"Agency {i}",
+                text=f"Action {i}",
+                due_date=TODAY + dt.timedelta(days=5),
+                due_basis="fixed",
+            )
+    store.dispose()
