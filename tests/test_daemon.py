@@ -63,6 +63,19 @@ def seed(url: str, tmp_path: Path, *, overdue: int = 2, undated: int = 1) -> Non
                 due_date=TODAY - dt.timedelta(days=2),
                 due_basis="fixed",
             )
+        # Due 40 days ago and never reminded (as if the daemon had been down since before
+        # the first step): on start, one escalation to the chair, no backlog.
+        actions.create(
+            s,
+            "R1",
+            now=NOW,
+            actor="test",
+            recommendation="old",
+            lead_agency="Health",
+            text="Long overdue action",
+            due_date=TODAY - dt.timedelta(days=40),
+            due_basis="fixed",
+        )
         for n in range(undated):
             actions.create(
                 s,
@@ -152,7 +165,11 @@ def test_daemon_end_to_end(tmp_path: Path, daemons: list[Daemon]) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     seed(url, tmp_path)
     rules = tmp_path / "rules"
+    # The default rules, with the ladder running every minute so the test does not depend on
+    # the day of the week it runs on.
     shutil_copy(ROOT / "rules" / "default.yaml", rules / "default.yaml")
+    ladder = (rules / "default.yaml").read_text().replace('"0 8 * * 1-5"', '"* * * * *"')
+    (rules / "default.yaml").write_text(ladder)
     (rules / "minutely.yaml").write_text(EVERY_MINUTE)
     handler = Handler()
     with SmtpServer(handler) as smtp:
@@ -175,6 +192,13 @@ def test_daemon_end_to_end(tmp_path: Path, daemons: list[Daemon]) -> None:
         } <= first
         ids = [m.parsed()["Message-ID"] for m in handler.received]
         assert len(ids) == len(set(ids))
+        to_chair = [m for m in handler.received if m.recipients == ["chair@csp.example.org"]]
+        assert [m.parsed()["Subject"] for m in to_chair] == [
+            "Escalation: DHR R1 action old overdue 40 days"
+        ]
+        assert not any(
+            "action old" in subject and "Escalation" not in subject for _, subject in first
+        )
 
         _check_feed(daemon, feed_url)
 
@@ -235,10 +259,10 @@ def _check_feed(daemon: Daemon, feed_url: str) -> None:
     uids_one = sorted(str(e["UID"]) for e in one.walk("VEVENT"))
     uids_other = sorted(e.uid.value for e in other.vevent_list)
     assert uids_one == uids_other
-    assert len(uids_one) == 2  # the two dated open actions
+    assert len(uids_one) == 3  # the dated open actions
     assert str(one["METHOD"]) == "PUBLISH"
     dates = {e.dtstart.value for e in other.vevent_list}
-    assert dates == {TODAY - dt.timedelta(days=2)}
+    assert dates == {TODAY - dt.timedelta(days=2), TODAY - dt.timedelta(days=40)}
     again = httpx.get(daemon.url(path), headers={"If-None-Match": r.headers["etag"]}, timeout=5)
     assert again.status_code == 304
     wrong = httpx.get(daemon.url("/feeds/not-a-real-token.ics"), timeout=5)
