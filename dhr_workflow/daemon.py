@@ -216,7 +216,16 @@ class Daemon:
         self._schedule()
         self.scheduler.start()
         self.health.scheduler_running = True
-        log.info("dhr-workflow running; health at %s/healthz", self.settings.public_base_url)
+        where = (
+            f"written to {self.settings.mail_dir.resolve()}"
+            if self.settings.mail_transport == "file"
+            else f"sent through {self.settings.smtp_host}:{self.settings.smtp_port}"
+        )
+        log.info(
+            "dhr-workflow running; health at %s/healthz; messages are %s",
+            self.settings.public_base_url,
+            where,
+        )
         sender = asyncio.create_task(self._sender_loop())
         await self.stopping.wait()
         log.info("stopping: no new work; finishing any send in flight")
