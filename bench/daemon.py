@@ -82,9 +82,10 @@ def feed_latency(port: int, secret: str, requests: int) -> tuple[float, float, f
         for _ in range(requests):
             start = time.perf_counter()
             with client.stream("GET", path) as r:
-                first = next(r.iter_raw(), b"")
+                chunks = r.iter_raw()
+                first = next(chunks, b"")
                 ttfb.append(time.perf_counter() - start)
-                size = len(first) + sum(len(chunk) for chunk in r.iter_raw())
+                size = len(first) + sum(len(chunk) for chunk in chunks)
                 etag = r.headers["etag"]
             total.append(time.perf_counter() - start)
         for _ in range(requests):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from icalendar import Alarm, Calendar, Event, vDuration
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
 from dhr_workflow import agencies, audit, reviews
@@ -110,10 +110,26 @@ def lookup(session: Session, secret: str) -> FeedToken | None:
     return None if token.revoked_at is not None else token
 
 
+def _scope(session: Session, token: FeedToken, include_completed: bool) -> list[Any]:
+    """The WHERE clauses selecting a feed's actions."""
+    where: list[Any] = [Action.due_date.is_not(None)]
+    if not include_completed:
+        where.append(Action.status.not_in([s.value for s in CLOSED_STATUSES]))
+    if token.scope_kind == "review":
+        where.append(Action.review.has(ref=token.scope_value))
+    elif token.scope_kind == "agency":
+        agency = agencies.find(session, token.scope_value or "")
+        where.append(Action.lead_agency_id == (agency.id if agency else -1))
+    elif token.scope_kind == "owner":
+        owned = select(Contact.id).where(Contact.email == token.scope_value)
+        where.append(Action.owner_contact_id.in_(owned))
+    return where
+
+
 def _actions(session: Session, token: FeedToken, include_completed: bool) -> list[Action]:
     query = (
         select(Action)
-        .where(Action.due_date.is_not(None))
+        .where(*_scope(session, token, include_completed))
         .options(
             joinedload(Action.review),
             joinedload(Action.recommendation),
@@ -121,17 +137,23 @@ def _actions(session: Session, token: FeedToken, include_completed: bool) -> lis
         )
         .order_by(Action.due_date, Action.id)
     )
-    if not include_completed:
-        query = query.where(Action.status.not_in([s.value for s in CLOSED_STATUSES]))
-    if token.scope_kind == "review":
-        query = query.where(Action.review.has(ref=token.scope_value))
-    elif token.scope_kind == "agency":
-        agency = agencies.find(session, token.scope_value or "")
-        query = query.where(Action.lead_agency_id == (agency.id if agency else -1))
-    elif token.scope_kind == "owner":
-        owned = select(Contact.id).where(Contact.email == token.scope_value)
-        query = query.where(Action.owner_contact_id.in_(owned))
     return list(session.scalars(query).unique())
+
+
+def fingerprint(session: Session, token: FeedToken, *, include_completed: bool, detail: str) -> str:
+    """A cheap version stamp of a feed's content: one aggregate query instead of a render.
+    Every change a feed shows bumps an action's updated_at (and moves its count, ids or
+    sequence), so equal stamps mean equal feeds — the ETag, and the key of the render cache."""
+    row = session.execute(
+        select(
+            func.count(Action.id),
+            func.max(Action.updated_at),
+            func.sum(Action.id),
+            func.sum(Action.sequence),
+        ).where(*_scope(session, token, include_completed))
+    ).one()
+    basis = f"{token.id}|{include_completed}|{detail}|{tuple(row)}"
+    return '"' + hashlib.sha256(basis.encode()).hexdigest()[:32] + '"'
 
 
 def render(
@@ -189,10 +211,6 @@ def _event(action: Action, detail: str) -> Event:
         alarm.add("trigger", dt.timedelta(days=-7))
         event.add_component(alarm)
     return event
-
-
-def etag(body: bytes) -> str:
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def describe(token: FeedToken) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,16 +108,23 @@ def create_app(store: Store, settings: Settings, health: Health, metrics: Metric
             pass
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    cache = FeedCache()
+
     async def feed(request: Request) -> Response:
         secret = request.path_params["token"]
         include = request.query_params.get("include") == "completed"
-        body = await asyncio.to_thread(_feed_body, store, settings, secret, include)
-        if body is None:
+        tag = await asyncio.to_thread(_feed_version, store, settings, secret, include)
+        if tag is None:
             return PlainTextResponse("Not Found", status_code=404)  # no hint why
-        tag = feeds.etag(body)
         headers = {"ETag": tag, "Cache-Control": "private, max-age=900"}
         if request.headers.get("if-none-match") == tag:
-            return Response(status_code=304, headers=headers)
+            return Response(status_code=304, headers=headers)  # no render at all
+        body = cache.get(tag)
+        if body is None:
+            body = await asyncio.to_thread(_feed_body, store, settings, secret, include)
+            if body is None:
+                return PlainTextResponse("Not Found", status_code=404)
+            cache.put(tag, body)
         return Response(body, media_type="text/calendar; charset=utf-8", headers=headers)
 
     return Starlette(
@@ -126,6 +134,33 @@ def create_app(store: Store, settings: Settings, health: Health, metrics: Metric
             Route("/feeds/{token}.ics", feed),
         ]
     )
+
+
+class FeedCache:
+    """Rendered feeds by version stamp: calendar clients poll the same feed again and again."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.bodies: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, tag: str) -> bytes | None:
+        body = self.bodies.get(tag)
+        if body is not None:
+            self.bodies.move_to_end(tag)
+        return body
+
+    def put(self, tag: str, body: bytes) -> None:
+        self.bodies[tag] = body
+        while len(self.bodies) > self.size:
+            self.bodies.popitem(last=False)
+
+
+def _feed_version(store: Store, settings: Settings, secret: str, include: bool) -> str | None:
+    with store.reading() as s:
+        token = feeds.lookup(s, secret)
+        if token is None:
+            return None
+        return feeds.fingerprint(s, token, include_completed=include, detail=settings.feed_detail)
 
 
 def _feed_body(store: Store, settings: Settings, secret: str, include: bool) -> bytes | None:
