@@ -74,7 +74,7 @@ def store_with(n: int, tmp: str) -> tuple[str, str]:
     return url, secret
 
 
-def feed_latency(port: int, secret: str, requests: int) -> tuple[float, float, float, int]:
+def feed_latency(port: int, secret: str, requests: int) -> tuple[float, float, float, int, float]:
     path = f"http://127.0.0.1:{port}/feeds/{secret}.ics"
     ttfb, total, not_modified = [], [], []
     size, etag = 0, ""
@@ -98,6 +98,7 @@ def feed_latency(port: int, secret: str, requests: int) -> tuple[float, float, f
         statistics.median(total),
         statistics.median(not_modified),
         size,
+        total[0],
     )
 
 
@@ -118,7 +119,7 @@ def main() -> None:
         url, secret = store_with(args.feed_actions, tmp)
         proc, port = start(url, Path(tmp))
         try:
-            ttfb, total, nm, size = feed_latency(port, secret, args.requests)
+            ttfb, total, nm, size, cold = feed_latency(port, secret, args.requests)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -136,6 +137,7 @@ def main() -> None:
     )
     print(f"  time to first byte: {ttfb * 1000:8.1f} ms   whole feed: {total * 1000:8.1f} ms")
     print(f"  304 Not Modified:   {nm * 1000:8.1f} ms")
+    print(f"  first request (rendered, not yet cached): {cold * 1000:.0f} ms")
     print(
         f"daemon RSS after start-up and catch-up tick over {args.rss_actions:,} actions: "
         f"{rss:.0f} MB"
