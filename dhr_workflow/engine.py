@@ -516,29 +516,34 @@ def _addresses(
 def _render(session: Session, messages: list[Message], ctx: Context) -> None:
     # A digest lists at most LISTED actions ("and N more"): past that an email stops being
     # one clear reminder, and rendering stays cheap however large the backlog.
-    wanted = {i for m in messages for i in m.action_ids[:LISTED]}
+    digests = [m for m in messages if m.hits[0].subject_type != "review"]
+    wanted = {i for m in digests for i in m.action_ids[:LISTED]}
     rows = (
         {r["id"]: r for r in action_rows(session, Action.id.in_(sorted(wanted)))} if wanted else {}
     )
-    summaries = review_contexts(
-        session, [m for m in messages if m.hits[0].subject_type == "review"], ctx
-    )
-    for msg in messages:
-        if msg.hits[0].subject_type == "review":
-            context = summaries[id(msg)]
-            msg.review = context["review"]["ref"]
-        else:
-            listed = [action_context(rows[i], ctx.today) for i in msg.action_ids[:LISTED]]
-            refs = {a["review"] for a in listed}
-            msg.review = refs.pop() if len(refs) == 1 and len(msg.action_ids) <= LISTED else None
-            context = {
-                "actions": listed,
-                "more": len(msg.action_ids) - len(listed),
-                "total": len(msg.action_ids),
-            }
+    for msg in digests:
+        listed = [action_context(rows[i], ctx.today) for i in msg.action_ids[:LISTED]]
+        refs = {a["review"] for a in listed}
+        msg.review = refs.pop() if len(refs) == 1 and len(msg.action_ids) <= LISTED else None
+        context = {
+            "actions": listed,
+            "more": len(msg.action_ids) - len(listed),
+            "total": len(msg.action_ids),
+        }
         msg.rendered = ctx.templates.render(msg.template, _common(msg, ctx) | context)
+    reports = [m for m in messages if m.hits[0].subject_type == "review"]
+    # Review summaries a chunk of reviews at a time: a backlog of thousands of reports must
+    # not hold every action of every review in memory at once.
+    for start in range(0, len(reports), REVIEW_CHUNK):
+        chunk = reports[start : start + REVIEW_CHUNK]
+        summaries = review_contexts(session, chunk, ctx)
+        for msg in chunk:
+            summary = summaries[id(msg)]
+            msg.review = summary["review"]["ref"]
+            msg.rendered = ctx.templates.render(msg.template, _common(msg, ctx) | summary)
 
 
+REVIEW_CHUNK = 100
 LISTED = 50
 
 
@@ -685,14 +690,7 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
             if len(msg.hits) < before:
                 shrunk.append(msg)
     _render(session, shrunk, ctx)  # another replica took some of its actions
-    _claim(
-        session,
-        [
-            _row(h, key, key.split("|", 1)[-1], "superseded", now)
-            for h in result.hits
-            for key in h.superseded
-        ],
-    )
+    _record_superseded(session, result.hits, now)
     events = [_enqueued(session, msg, ctx) for msg in kept]
     events += _new_gaps(session, result.gaps, now)
     events.append(
@@ -746,6 +744,24 @@ def _claim(session: Session, rows: list[dict[str, Any]]) -> set[Key]:
         for r in session.execute(stmt, unique[start : start + 500]):
             won.add((r.rule_id, r.subject_type, r.subject_id, r.period_key))
     return won
+
+
+def _record_superseded(session: Session, hits: list[Hit], now: dt.datetime) -> None:
+    """Ledger rows for skipped lower steps, streamed in chunks (a first tick over a large
+    backlog can skip hundreds of thousands)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(Firing).on_conflict_do_nothing(
+        index_elements=["rule_id", "subject_type", "subject_id", "period_key"]
+    )
+    chunk: list[dict[str, Any]] = []
+    for hit in hits:
+        for key in hit.superseded:
+            chunk.append(_row(hit, key, key.split("|", 1)[-1], "superseded", now))
+            if len(chunk) == 500:
+                session.execute(stmt, chunk)
+                chunk = []
+    if chunk:
+        session.execute(stmt, chunk)
 
 
 def _new_gaps(
