@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import logging
 import signal
+import socket
 import time
 from typing import Any
 
@@ -54,6 +55,7 @@ class Daemon:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.sending = asyncio.Lock()
+        self.running: set[str] = set()
 
     def _load(self) -> tuple[RuleSet, Templates]:
         s = self.settings
@@ -78,10 +80,20 @@ class Daemon:
 
     async def _tick(self, only: list[str] | None) -> None:
         name = ",".join(only) if only else "all"
+        if name in self.running:  # a slow run is still going: never two at once
+            log.warning("tick %s skipped: the previous run has not finished", name)
+            return
+        self.running.add(name)
+        try:
+            await self._tick_once(only, name)
+        finally:
+            self.running.discard(name)
+
+    async def _tick_once(self, only: list[str] | None, name: str) -> None:
         try:
             result = await asyncio.wait_for(asyncio.to_thread(self._tick_sync, only), JOB_TIMEOUT)
         except Exception as exc:  # a job never dies silently: logged, audited, shown
-            self._job_failed(f"tick:{name}", exc)
+            await asyncio.to_thread(self._job_failed, f"tick:{name}", exc)
             return
         now = dt.datetime.now(dt.UTC).isoformat()
         for rule in only or self.ruleset.ids:
@@ -120,11 +132,12 @@ class Daemon:
                         owner=self.owner,
                         actor=ACTOR,
                         templates=self.templates,
+                        stop=self.stopping.is_set,  # SIGTERM: give back what is not yet tried
                     ),
                     JOB_TIMEOUT,
                 )
             except Exception as exc:
-                self._job_failed("sender", exc)
+                await asyncio.to_thread(self._job_failed, "sender", exc)
                 return
             self.metrics.send_seconds.observe(time.perf_counter() - start)
             for outcome in ("sent", "retried", "failed", "dead"):
@@ -176,6 +189,10 @@ class Daemon:
             log.exception("could not audit the failure of %s", job)
 
     # --- lifecycle -----------------------------------------------------------------------
+    def _on_hup(self) -> None:
+        # Signal handlers must not block the loop: load and audit in a thread.
+        self.tasks.add(asyncio.get_running_loop().create_task(asyncio.to_thread(self.reload)))
+
     def reload(self) -> None:
         try:
             ruleset, templates = self._load()
@@ -194,9 +211,24 @@ class Daemon:
                 s, now=dt.datetime.now(dt.UTC), actor=ACTOR, kind=kind, subject="rules", data=data
             )
 
+    def _check_port(self) -> None:
+        """Fail with one clear line, before any work, if the HTTP address is taken."""
+        s = self.settings
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((s.http_host, s.http_port))
+            except OSError as exc:
+                raise UserError(
+                    f"cannot listen on {s.http_host}:{s.http_port} "
+                    f"({exc.strerror}); set DHR_HTTP_PORT"
+                ) from None
+
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._check_port()
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         self._audit("daemon.start", {"rules": self.ruleset.ids})

@@ -121,7 +121,7 @@ def _scope(session: Session, token: FeedToken, include_completed: bool) -> list[
         agency = agencies.find(session, token.scope_value or "")
         where.append(Action.lead_agency_id == (agency.id if agency else -1))
     elif token.scope_kind == "owner":
-        owned = select(Contact.id).where(Contact.email == token.scope_value)
+        owned = select(Contact.id).where(func.lower(Contact.email) == token.scope_value)
         where.append(Action.owner_contact_id.in_(owned))
     return where
 

@@ -13,6 +13,7 @@ is sent again (same Message-ID) — repeated once at worst, never lost.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 import socket
@@ -103,22 +104,27 @@ async def send_batch(
     actor: str = "sender",
     templates: Templates | None = None,
     rng: random.Random | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> BatchResult:
-    """Claim one batch and try each message once. Time comes from ``clock``."""
+    """Claim one batch and try each message once. Time comes from ``clock``. Database work
+    runs in a thread so the event loop (HTTP, the scheduler, signals) never waits on a lock.
+    When ``stop()`` turns true, the messages not yet tried are released for the next sender."""
     rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
     window = parse_window(settings.send_window) if settings.send_window else None
     if window and not window.contains(clock(), settings.tz, settings.holidays_region):
         return BatchResult()  # quiet hours: messages wait in the outbox
     lease = dt.timedelta(seconds=settings.mail_lease_seconds)
-    with store.transaction() as s:
-        ids = claim(s, owner=owner, now=clock(), limit=settings.mail_batch_size, lease=lease)
+    ids, notes = await asyncio.to_thread(
+        _claim_batch, store, owner, clock(), settings.mail_batch_size, lease
+    )
     result = BatchResult()
     if not ids:
         return result
-    with store.reading() as s:
-        notes = {n.id: n for n in s.scalars(select(Notification).where(Notification.id.in_(ids)))}
     async with transport:
-        for note_id in ids:
+        for position, note_id in enumerate(ids):
+            if stop is not None and stop():
+                await asyncio.to_thread(release, store, ids[position:], owner)
+                break
             note = notes[note_id]
             message = messages.build(note, mail_from=settings.mail_from, now=clock())
             try:
@@ -126,20 +132,74 @@ async def send_batch(
                 outcome: tuple[str, str | None] = ("sent", _refusals(refused))
             except DeliveryError as exc:
                 outcome = ("failed" if exc.permanent else "retry", str(exc))
-            with store.transaction() as s:
-                _record(
-                    s,
-                    note_id,
-                    outcome,
-                    owner=owner,
-                    now=clock(),
-                    settings=settings,
-                    rng=rng,
-                    result=result,
-                    actor=actor,
-                    templates=templates,
-                )
+            await asyncio.to_thread(
+                _record_in,
+                store,
+                note_id,
+                outcome,
+                owner,
+                clock(),
+                settings,
+                rng,
+                result,
+                actor,
+                templates,
+            )
     return result
+
+
+def _claim_batch(
+    store: Store, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta
+) -> tuple[list[int], dict[int, Notification]]:
+    with store.transaction() as s:
+        ids = claim(s, owner=owner, now=now, limit=limit, lease=lease)
+    if not ids:
+        return [], {}
+    with store.reading() as s:
+        return ids, {
+            n.id: n for n in s.scalars(select(Notification).where(Notification.id.in_(ids)))
+        }
+
+
+def _record_in(
+    store: Store,
+    note_id: int,
+    outcome: tuple[str, str | None],
+    owner: str,
+    now: dt.datetime,
+    settings: Settings,
+    rng: random.Random,
+    result: BatchResult,
+    actor: str,
+    templates: Templates | None,
+) -> None:
+    with store.transaction() as s:
+        _record(
+            s,
+            note_id,
+            outcome,
+            owner=owner,
+            now=now,
+            settings=settings,
+            rng=rng,
+            result=result,
+            actor=actor,
+            templates=templates,
+        )
+
+
+def release(store: Store, ids: list[int], owner: str) -> None:
+    """Give claimed, untried messages back (a sender stopping): due again at once."""
+    with store.transaction() as s:
+        s.execute(
+            update(Notification)
+            .where(
+                Notification.id.in_(ids),
+                Notification.lease_owner == owner,
+                Notification.state == "sending",
+            )
+            .values(state="pending", lease_owner=None, lease_until=None)
+        )
 
 
 def _refusals(refused: dict[str, str]) -> str | None:

@@ -117,7 +117,7 @@ def create_app(store: Store, settings: Settings, health: Health, metrics: Metric
         if tag is None:
             return PlainTextResponse("Not Found", status_code=404)  # no hint why
         headers = {"ETag": tag, "Cache-Control": "private, max-age=900"}
-        if request.headers.get("if-none-match") == tag:
+        if _matches(request.headers.get("if-none-match"), tag):
             return Response(status_code=304, headers=headers)  # no render at all
         body = cache.get(tag)
         if body is None:
@@ -134,6 +134,14 @@ def create_app(store: Store, settings: Settings, health: Health, metrics: Metric
             Route("/feeds/{token}.ics", feed),
         ]
     )
+
+
+def _matches(header: str | None, tag: str) -> bool:
+    """If-None-Match: a list of tags, weak ones ("W/...") compared weakly, or "*"."""
+    if not header:
+        return False
+    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
+    return "*" in candidates or tag in candidates
 
 
 class FeedCache:

@@ -345,3 +345,31 @@ def _seed_many(url: str, tmp_path: Path, n: int) -> None:
                 due_basis="fixed",
             )
     store.dispose()
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    seed(url, tmp_path, overdue=0, undated=0)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = environment(url, 1, DHR_HTTP_PORT=str(port))
+        result = subprocess.run(
+            [sys.executable, "-m", "dhr_workflow", "run"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: cannot listen on 127.0.0.1:{port}")
+    )
+    assert "Traceback" not in result.stderr

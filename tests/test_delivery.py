@@ -511,3 +511,33 @@ def test_bad_send_window_is_a_setting_error(window: str) -> None:
 
     with pytest.raises(ConfigError, match="setting send_window"):
         load_settings(send_window=window)
+
+
+def test_stopping_sender_gives_back_untried_messages(
+    store: db.Store, rules: Any, plan: Any
+) -> None:
+    plan("Police", "Health")
+    tick(store, rules, dt.date(2024, 2, 1))
+    transport = MemoryTransport()
+    calls = []
+
+    def stop() -> bool:  # a SIGTERM arrives after the first message
+        calls.append(1)
+        return len(calls) > 1
+
+    result = asyncio.run(
+        outbox.send_batch(
+            store,
+            transport,
+            settings_for(None),
+            clock=Clock(LATER),
+            owner="me",
+            templates=rules[1],
+            stop=stop,
+        )
+    )
+    assert len(result.sent) == 1
+    assert sorted(states(store).values()) == ["pending", "sent"]  # the other is free again
+    with store.reading() as s:
+        pending = s.scalars(select(Notification).where(Notification.state == "pending")).one()
+        assert (pending.lease_owner, pending.lease_until) == (None, None)

@@ -183,3 +183,40 @@ def test_feeds_commands(cli: Any) -> None:
     assert "no review with ref 'NOPE'" in cli("feeds", "create", "--review", "NOPE").stderr
     assert cli("feeds", "revoke", "1").stdout.strip() == "feed 1 revoked"
     assert "no feed with id 9" in cli("feeds", "revoke", "9").stderr
+
+
+def test_if_none_match_lists_and_weak_tags(store: db.Store, client: Any) -> None:
+    _plan(store)
+    secret = _token(store)
+    http = client()
+    tag = http.get(f"/feeds/{secret}.ics").headers["etag"]
+    for header in (f'"other", {tag}', f"W/{tag}", "*"):
+        assert (
+            http.get(f"/feeds/{secret}.ics", headers={"If-None-Match": header}).status_code == 304
+        )
+    assert http.get(f"/feeds/{secret}.ics", headers={"If-None-Match": '"x"'}).status_code == 200
+
+
+def test_owner_feed_matches_any_case(store: db.Store, client: Any, tmp_path: Any) -> None:
+    from dhr_workflow import contacts
+
+    people = tmp_path / "c.csv"
+    people.write_text("agency,role,name,email\nPolice,lead,Jane,Jane.Smith@police.example.org\n")
+    with store.transaction() as s:
+        reviews.add(s, "R1", "Review one", now=NOW, actor=ACTOR)
+        contacts.import_rows(s, contacts.read_csv(people), now=NOW, actor=ACTOR, source="c")
+        [jane] = contacts.list_all(s)
+        a = actions.create(
+            s,
+            "R1",
+            now=NOW,
+            actor=ACTOR,
+            recommendation="1",
+            lead_agency="Police",
+            text="x",
+            due_date=dt.date(2024, 3, 1),
+            due_basis="fixed",
+        )
+        a.owner_contact_id = jane.id
+    secret = _token(store, "owner", "jane.smith@police.example.org")
+    assert f"dhr-action-{a.id}@" in client().get(f"/feeds/{secret}.ics").text
