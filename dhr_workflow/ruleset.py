@@ -335,24 +335,33 @@ def _compose(text: str, name: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
 
 
 def _walk(
-    node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], name: str = ""
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    lines: dict[tuple[Any, ...], int],
+    name: str = "",
+    above: frozenset[int] = frozenset(),
 ) -> None:
+    if id(node) in above:  # an alias inside its own anchor: a rule file is never a cycle
+        raise InvalidInput(f"{name}:{node.start_mark.line + 1}: a YAML alias refers to itself")
+    above = above | {id(node)}
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, _ in node.value:
-            if key.value in seen:  # YAML would silently keep only the last one
+            if isinstance(key.value, str | int | float | bool) and key.value in seen:
+                # YAML would silently keep only the last one
                 where = ".".join(str(p) for p in (*path, key.value))
                 raise InvalidInput(f"{name}:{key.start_mark.line + 1}: {where}: duplicate key")
-            seen.add(key.value)
+            if isinstance(key.value, str | int | float | bool):
+                seen.add(key.value)
         for key, value in node.value:
-            child = (*path, key.value)
+            child = (*path, str(key.value) if not isinstance(key.value, str) else key.value)
             lines[child] = key.start_mark.line + 1
-            _walk(value, child, lines, name)
+            _walk(value, child, lines, name, above)
             lines[child] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, (*path, i), lines, name)
+            _walk(item, (*path, i), lines, name, above)
 
 
 def _describe(loc: tuple[Any, ...], data: Any) -> tuple[tuple[Any, ...], str]:
