@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,12 +110,21 @@ def create_app(store: Store, settings: Settings, health: Health, metrics: Metric
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     cache = FeedCache()
+    misses = MissLimiter()
 
     async def feed(request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        if misses.blocked(client, time.monotonic()):
+            return PlainTextResponse(
+                "Too Many Requests",
+                status_code=429,
+                headers={"Retry-After": str(int(misses.window))},
+            )
         secret = request.path_params["token"]
         include = request.query_params.get("include") == "completed"
         tag = await asyncio.to_thread(_feed_version, store, settings, secret, include)
         if tag is None:
+            misses.record(client, time.monotonic())
             return PlainTextResponse("Not Found", status_code=404)  # no hint why
         headers = {"ETag": tag, "Cache-Control": "private, max-age=900"}
         if _matches(request.headers.get("if-none-match"), tag):
@@ -142,6 +152,32 @@ def _matches(header: str | None, tag: str) -> bool:
         return False
     candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
     return "*" in candidates or tag in candidates
+
+
+class MissLimiter:
+    """Slows down token guessing: a client with too many unknown-token requests in a window
+    gets 429 until the window passes. Bounded memory: the oldest clients are forgotten."""
+
+    def __init__(self, limit: int = 30, window: float = 60.0, clients: int = 10_000) -> None:
+        self.limit, self.window, self.clients = limit, window, clients
+        self.seen: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def record(self, client: str, now: float) -> None:
+        times = self.seen.setdefault(client, deque())
+        self.seen.move_to_end(client)
+        times.append(now)
+        while len(times) > self.limit + 1:
+            times.popleft()
+        while len(self.seen) > self.clients:
+            self.seen.popitem(last=False)
+
+    def blocked(self, client: str, now: float) -> bool:
+        times = self.seen.get(client)
+        if not times:
+            return False
+        while times and now - times[0] > self.window:
+            times.popleft()
+        return len(times) > self.limit
 
 
 class FeedCache:

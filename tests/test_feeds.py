@@ -220,3 +220,26 @@ def test_owner_feed_matches_any_case(store: db.Store, client: Any, tmp_path: Any
         a.owner_contact_id = jane.id
     secret = _token(store, "owner", "jane.smith@police.example.org")
     assert f"dhr-action-{a.id}@" in client().get(f"/feeds/{secret}.ics").text
+
+
+def test_token_guessing_is_rate_limited(store: db.Store, client: Any) -> None:
+    _plan(store)
+    secret = _token(store)
+    http = client()
+    codes = [http.get(f"/feeds/guess-{n}.ics").status_code for n in range(35)]
+    assert codes[:30] == [404] * 30
+    assert set(codes[31:]) == {429}
+    limited = http.get(f"/feeds/{secret}.ics")  # the guesser's address waits, even with a
+    assert limited.status_code == 429  # valid token: no timing or status oracle meanwhile
+    assert limited.headers["retry-after"] == "60"
+
+
+def test_miss_limiter_forgets_after_the_window() -> None:
+    from dhr_workflow.web import MissLimiter
+
+    limiter = MissLimiter(limit=2, window=10)
+    for t in (0.0, 1.0, 2.0):
+        limiter.record("a", t)
+    assert limiter.blocked("a", 3.0)
+    assert not limiter.blocked("b", 3.0)
+    assert not limiter.blocked("a", 12.5)
