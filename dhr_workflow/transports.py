@@ -125,6 +125,14 @@ class SmtpTransport:
                 await asyncio.wait_for(self.client.quit(), self.settings.smtp_timeout)
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 self.client.close()
+            # Closing a (TLS) transport finishes on later turns of the event loop; give it
+            # those turns, or a loop that ends right after the batch leaves the socket open.
+            await asyncio.sleep(0.05)
+        self.client = None
+
+    def _drop(self) -> None:
+        if self.client is not None:
+            self.client.close()
         self.client = None
 
     async def _connected(self) -> aiosmtplib.SMTP:
@@ -138,7 +146,7 @@ class SmtpTransport:
                     permanent=False,
                 ) from None
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                self.client = None
+                self._drop()
                 raise DeliveryError(
                     f"cannot connect to {self.settings.smtp_host}:"
                     f"{self.settings.smtp_port}: {_reason(exc)}",
@@ -161,7 +169,7 @@ class SmtpTransport:
                 f"SMTP {exc.code} {exc.message}", permanent=exc.code >= 500
             ) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            self.client = None  # reconnect for the next message
+            self._drop()  # reconnect for the next message
             raise DeliveryError(f"SMTP connection lost: {_reason(exc)}", permanent=False) from None
         return {addr: f"{r.code} {r.message}" for addr, r in refused.items()}
 
