@@ -722,6 +722,14 @@ def _row(hit: Hit, period: str, step: str | None, outcome: str, now: dt.datetime
     }
 
 
+def _insert_new_firings(session: Session) -> Any:
+    """INSERT into the ledger that skips rows whose (rule, subject, period) is already there."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(Firing).on_conflict_do_nothing(
+        index_elements=["rule_id", "subject_type", "subject_id", "period_key"]
+    )
+
+
 def _claim(session: Session, rows: list[dict[str, Any]]) -> set[Key]:
     """Insert ledger rows, skipping any already there; returns the keys this call inserted."""
     unique = list(
@@ -731,13 +739,8 @@ def _claim(session: Session, rows: list[dict[str, Any]]) -> set[Key]:
     )
     if not unique:
         return set()
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(Firing)
-        .on_conflict_do_nothing(
-            index_elements=["rule_id", "subject_type", "subject_id", "period_key"]
-        )
-        .returning(Firing.rule_id, Firing.subject_type, Firing.subject_id, Firing.period_key)
+    stmt = _insert_new_firings(session).returning(
+        Firing.rule_id, Firing.subject_type, Firing.subject_id, Firing.period_key
     )
     won: set[Key] = set()
     for start in range(0, len(unique), 500):
@@ -749,10 +752,7 @@ def _claim(session: Session, rows: list[dict[str, Any]]) -> set[Key]:
 def _record_superseded(session: Session, hits: list[Hit], now: dt.datetime) -> None:
     """Ledger rows for skipped lower steps, streamed in chunks (a first tick over a large
     backlog can skip hundreds of thousands)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(Firing).on_conflict_do_nothing(
-        index_elements=["rule_id", "subject_type", "subject_id", "period_key"]
-    )
+    stmt = _insert_new_firings(session)
     chunk: list[dict[str, Any]] = []
     for hit in hits:
         for key in hit.superseded:

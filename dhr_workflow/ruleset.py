@@ -300,11 +300,6 @@ class RuleSet:
     def entries(self) -> list[Ladder | Rule]:
         return [*self.ladders, *self.rules]
 
-    def templates(self) -> set[str]:
-        notifies = [n for lad in self.ladders for s in lad.steps for n in s.notify]
-        notifies += [n for r in self.rules for n in r.notify]
-        return {n.template for n in notifies}
-
 
 # --- loading with line numbers ---------------------------------------------------------------
 

@@ -254,18 +254,24 @@ def _relative(words: str, m: re.Match[str], anchors: Mapping[str, dt.date | None
     return resolve_relative(rule, anchors)
 
 
+def _waiting(rule: Mapping[str, Any], basis: DueBasis, how: str) -> Target:
+    """A relative or recurring target whose review anchor date is not set yet."""
+    anchor = rule["anchor"]
+    return Target(
+        basis=basis,
+        rule=dict(rule),
+        reasons=(
+            f"due: {how} {ANCHOR_LABEL[anchor]}, which is not set yet "
+            f"(reviews set REF {ANCHOR_OPTION[anchor]} DATE)",
+        ),
+    )
+
+
 def resolve_relative(rule: Mapping[str, Any], anchors: Mapping[str, dt.date | None]) -> Target:
     """A relative target's date from the anchors now known (used again when anchors change)."""
     anchor = anchors.get(rule["anchor"])
     if anchor is None:
-        return Target(
-            basis=DueBasis.RELATIVE,
-            rule=dict(rule),
-            reasons=(
-                f"due: counts from {ANCHOR_LABEL[rule['anchor']]}, which is not set yet "
-                f"(reviews set REF {ANCHOR_OPTION[rule['anchor']]} DATE)",
-            ),
-        )
+        return _waiting(rule, DueBasis.RELATIVE, "counts from")
     due = (
         add_months(anchor, rule["months"])
         if "months" in rule
@@ -295,14 +301,8 @@ def resolve_recurring(
     """The next occurrence on or after ``today`` of a recurring obligation."""
     anchor = anchors.get(rule["anchor"])
     if anchor is None:
-        return Target(
-            basis=DueBasis.RECURRING,
-            rule=dict(rule),
-            reasons=(
-                f"due: recurs every {rule['every_months']} months from "
-                f"{ANCHOR_LABEL[rule['anchor']]}, which is not set yet "
-                f"(reviews set REF {ANCHOR_OPTION[rule['anchor']]} DATE)",
-            ),
+        return _waiting(
+            rule, DueBasis.RECURRING, f"recurs every {rule['every_months']} months from"
         )
     k = 1
     while add_months(anchor, k * rule["every_months"]) < today:

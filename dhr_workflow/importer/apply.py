@@ -26,7 +26,9 @@ from dhr_workflow.targets import read_outcome, read_target
 AGENCY_REASON = "agency: the plan names no lead agency for this action; set one in the plan"
 CHANGED_AFTER_COMPLETION = "status: the plan's text for this completed action changed; check it"
 # Fields a plan decides; compared on re-import. Due fields only move when target words do.
-PLAN_FIELDS = ("text", "owner_text", "milestones", "target_text", "outcome", "lead_agency")
+# Plan-owned columns of an action; the lead agency is compared by name on top of these.
+ACTION_PLAN_FIELDS = ("text", "owner_text", "milestones", "target_text", "outcome")
+PLAN_FIELDS = (*ACTION_PLAN_FIELDS, "lead_agency")
 DUE_FIELDS = ("due_date", "due_basis", "due_rule")
 
 
@@ -172,7 +174,7 @@ def _differences(
 def _plan_view(action: Action) -> dict[str, Any]:
     view = {
         k: getattr(action, k)
-        for k in (*PLAN_FIELDS[:-1], *DUE_FIELDS, "status", "completed_on", "review_reasons")
+        for k in (*ACTION_PLAN_FIELDS, *DUE_FIELDS, "status", "completed_on", "review_reasons")
     }
     view["lead_agency"] = action.lead_agency.name if action.lead_agency else None
     return view
