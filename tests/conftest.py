@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from dhr_workflow import actions, db, reviews
 from dhr_workflow.cli import main
@@ -41,7 +42,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    # No pool: a fault test restarts the server, and a pooled connection would be dead.
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with admin.connect() as conn:
             conn.execute(text("SELECT 1"))

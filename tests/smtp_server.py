@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -37,12 +38,14 @@ class Received:
 class Handler:
     """Collects messages. ``refuse`` maps an address to a reply for RCPT; ``data_reply`` makes
     DATA answer with that reply; ``drop_after`` drops the connection at the next message once N
-    have been accepted."""
+    have been accepted; ``rcpt_delay``/``data_delay`` make the server slow (seconds)."""
 
     received: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
     drop_after: int | None = None
+    rcpt_delay: float = 0.0
+    data_delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -53,12 +56,16 @@ class Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if self.rcpt_delay:
+            await asyncio.sleep(self.rcpt_delay)
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         if self.data_reply:
             return self.data_reply
         with self.lock:
@@ -97,9 +104,10 @@ class SmtpServer:
         security: str = "none",
         server_tls: ssl.SSLContext | None = None,
         users: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.handler = handler
-        self.port = free_port()
+        self.port = port or free_port()
         kwargs: dict[str, Any] = {}
         if security == "starttls":
             kwargs.update(tls_context=server_tls, require_starttls=True)

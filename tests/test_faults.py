@@ -1,0 +1,650 @@
+"""Faults: a slow or absent mail server, the clock crossing the DST changes, a review's anchor
+date moving under scheduled reminders, the database restarting under a running daemon, and the
+daemon killed in the middle of a send burst.
+
+Marked ``faults`` (``pytest -m faults`` runs them alone); CI runs them with everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import icalendar
+import pytest
+import time_machine
+from apscheduler.schedulers.base import BaseScheduler
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from dhr_workflow import actions, audit, contacts, db, engine, feeds, messages, outbox, reviews
+from dhr_workflow.config import Settings
+from dhr_workflow.durations import parse_cron
+from dhr_workflow.models import Action, AuditEvent, Firing, Notification
+from dhr_workflow.transports import SmtpTransport
+from tests.conftest import ACTOR, NOW, CliFn
+from tests.smtp_server import Handler, SmtpServer, free_port
+from tests.test_daemon import Daemon, environment, seed, wait_for
+
+pytestmark = pytest.mark.faults
+
+ROOT = Path(__file__).resolve().parent.parent
+LONDON = ZoneInfo("Europe/London")
+CONTACTS = """agency,role,name,email
+Police,lead,Lee Lead,lead@police.example.org
+Health,lead,Hal Lead,lead@health.example.org
+Probation,lead,Pat Lead,lead@probation.example.org
+,coordinator,Cat Coordinator,coordinator@csp.example.org
+"""
+
+
+class Clock:
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += dt.timedelta(**kw)
+
+
+def enqueue_three(store: db.Store, tmp_path: Path) -> dt.datetime:
+    """Three overdue reminders in the outbox, one per agency lead; returns when they were made."""
+    people = tmp_path / "contacts.csv"
+    people.write_text(CONTACTS)
+    with store.transaction() as s:
+        reviews.add(s, "R1", "Review one", now=NOW, actor=ACTOR)
+        contacts.import_rows(s, contacts.read_csv(people), now=NOW, actor=ACTOR, source="c")
+        for n, agency in enumerate(("Police", "Health", "Probation"), start=1):
+            actions.create(
+                s,
+                "R1",
+                now=NOW,
+                actor=ACTOR,
+                recommendation=str(n),
+                lead_agency=agency,
+                text=f"Action {n}",
+                due_date=dt.date(2024, 1, 31),
+                due_basis="fixed",
+            )
+    ruleset, templates = engine.load_rules(ROOT / "rules", ROOT / "templates" / "email", LONDON)
+    when = dt.datetime(2024, 2, 1, 8, tzinfo=LONDON)
+    ctx = engine.Context(when, LONDON, "england", templates, mail_from="dhr@csp.example.org")
+    with store.transaction() as s:
+        result = engine.commit(
+            s, engine.evaluate(s, ruleset, ctx, only=["deadline"]), ctx, actor=ACTOR
+        )
+    assert len(result.messages) == 3
+    return when
+
+
+def smtp_settings(port: int, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "mail_transport": "smtp", "smtp_host": "127.0.0.1", "smtp_port": port,
+        "smtp_security": "none", "smtp_timeout": 5, "mail_from": "dhr@csp.example.org",
+        "mail_retry_seconds": 60,
+    }  # fmt: skip
+    return Settings(_env_file=None, **(values | extra))  # type: ignore[call-arg]
+
+
+def send_once(store: db.Store, settings: Settings, clock: Clock) -> outbox.BatchResult:
+    """One batch, bounded: a sender that hangs fails the test instead of blocking it."""
+    _, templates = engine.load_rules(ROOT / "rules", ROOT / "templates" / "email", LONDON)
+    batch = outbox.send_batch(
+        store, SmtpTransport(settings), settings, clock=clock, owner="test", templates=templates
+    )
+
+    async def bounded() -> outbox.BatchResult:
+        return await asyncio.wait_for(batch, 60)
+
+    return asyncio.run(bounded())
+
+
+def note_rows(store: db.Store) -> list[Notification]:
+    with store.reading() as s:
+        return list(s.scalars(select(Notification).order_by(Notification.id)))
+
+
+# --- the mail server ---------------------------------------------------------------------------
+
+
+def test_slow_server_times_out_and_the_sender_moves_on(store: db.Store, tmp_path: Path) -> None:
+    made = enqueue_three(store, tmp_path)
+    handler = Handler(rcpt_delay=3)  # slower than the client's patience
+    clock = Clock(made + dt.timedelta(minutes=1))
+    with SmtpServer(handler) as server:
+        settings = smtp_settings(server.port, smtp_timeout=0.5)
+        slow = send_once(store, settings, clock)
+        # Every message was tried once, timed out, and went back to wait: none stuck in
+        # 'sending', none given up.
+        assert (len(slow.retried), slow.sent, slow.dead) == (3, [], [])
+        rows = note_rows(store)
+        assert {r.state for r in rows} == {"pending"}
+        assert all("timed out" in (r.last_error or "").lower() for r in rows), [
+            r.last_error for r in rows
+        ]
+        handler.rcpt_delay = 0
+        clock.advance(minutes=3)
+        fast = send_once(store, settings, clock)
+        time.sleep(3.5)  # the server's abandoned slow sessions finish; none may deliver
+    assert sorted(fast.sent) == [r.id for r in rows]
+    delivered = Counter(email.message_from_bytes(m.data)["Message-ID"] for m in handler.received)
+    assert set(delivered) == {r.message_id for r in rows}
+    assert set(delivered.values()) == {1}
+
+
+def test_server_slow_to_accept_data_repeats_at_most_once(store: db.Store, tmp_path: Path) -> None:
+    """A timeout after the body has gone is SMTP's one ambiguous case: the server may still
+    accept. The message is then tried again with the same Message-ID (mail clients collapse
+    it) — repeated at most once, never lost."""
+    made = enqueue_three(store, tmp_path)
+    handler = Handler(data_delay=1.5)
+    clock = Clock(made + dt.timedelta(minutes=1))
+    with SmtpServer(handler) as server:
+        settings = smtp_settings(server.port, smtp_timeout=0.5)
+        first = send_once(store, settings, clock)
+        assert len(first.retried) == 3
+        handler.data_delay = 0
+        time.sleep(2)
+        clock.advance(minutes=3)
+        second = send_once(store, settings, clock)
+    assert len(second.sent) == 3
+    delivered = Counter(email.message_from_bytes(m.data)["Message-ID"] for m in handler.received)
+    assert set(delivered) == {r.message_id for r in note_rows(store)}
+    assert max(delivered.values()) <= 2
+    print(f"\nslow DATA: {sum(delivered.values()) - len(delivered)} of 3 repeated once")
+
+
+def test_server_down_for_an_hour(store: db.Store, tmp_path: Path) -> None:
+    """Connections refused for an hour of simulated time, the sender running every minute:
+    a handful of attempts with backoff (no hammering), nothing given up, no failure notices,
+    and every message delivered once within one backoff interval of the server's return."""
+    made = enqueue_three(store, tmp_path)
+    port = free_port()
+    settings = smtp_settings(port)
+    clock = Clock(made)
+    for _ in range(60):  # the server is down: nothing listens on the port
+        result = send_once(store, settings, clock)
+        assert result.sent == result.dead == result.failed == []
+        clock.advance(minutes=1)
+    rows = note_rows(store)
+    assert {r.state for r in rows} == {"pending"}
+    attempts = [r.attempts for r in rows]
+    # Backoff doubles from one minute: about six tries in an hour, not sixty.
+    assert all(4 <= a <= 7 for a in attempts), attempts
+    assert all("cannot connect" in (r.last_error or "") for r in rows)
+    back = clock.now
+    scheduled = {r.id: r.next_attempt_at for r in rows}
+    handler = Handler()
+    with SmtpServer(handler, port=port):
+        while any(r.state != "sent" for r in note_rows(store)):
+            assert clock.now - back < dt.timedelta(hours=2), "not delivered after recovery"
+            send_once(store, settings, clock)
+            clock.advance(minutes=1)
+    rows = note_rows(store)
+    assert len(rows) == 3  # no delivery_failure notices: nothing failed for good
+    for r in rows:  # each went at its scheduled retry (the sender runs every minute)
+        assert r.sent_at is not None
+        assert dt.timedelta(0) <= r.sent_at - scheduled[r.id] < dt.timedelta(minutes=1)
+    waited = max(r.sent_at for r in rows if r.sent_at) - back.astimezone(dt.UTC)
+    assert sorted(m.recipients[0] for m in handler.received) == [
+        "lead@health.example.org",
+        "lead@police.example.org",
+        "lead@probation.example.org",
+    ]
+    with store.reading() as s:
+        kinds = Counter(s.scalars(select(AuditEvent.kind).where(AuditEvent.kind.like("notif%"))))
+    assert kinds["notification.sent"] == 3
+    assert kinds["notification.pending"] == sum(attempts)  # every failed try is on record
+    print(
+        f"\nSMTP down 60 simulated minutes: attempts per message {attempts}, "
+        f"delivered {waited} after it came back"
+    )
+
+
+# --- the clock -----------------------------------------------------------------------------------
+
+DAILY_RULES = """rules:
+  - id: morning
+    schedule: "0 8 * * *"
+    applies_to: {needs_review: true, status: [open, in_progress]}
+    notify: {to: [coordinator], template: needs_review}
+  - id: night
+    schedule: "30 1 * * *"
+    applies_to: {needs_review: true, status: [open, in_progress]}
+    notify: {to: [night-desk@csp.example.org], template: needs_review}
+"""
+
+
+def scheduler_runs(expr: str, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    """The run times APScheduler gives a job with this schedule: each next run is computed
+    from the previous one, a moment after it ran (as AsyncIOScheduler does)."""
+    trigger = parse_cron(expr, LONDON)
+    runs: list[dt.datetime] = []
+    previous, now = None, start
+    while (fire := trigger.get_next_fire_time(previous, now)) is not None and fire < end:
+        runs.append(fire)
+        # Aware arithmetic drops the fold of the repeated hour: step in UTC.
+        previous, now = fire, (fire.astimezone(dt.UTC) + dt.timedelta(seconds=1)).astimezone(LONDON)
+    return runs
+
+
+class ManualScheduler(BaseScheduler):  # type: ignore[misc]
+    """APScheduler's own job processing, driven by hand: no timer thread, jobs run inline."""
+
+    def wakeup(self) -> None:
+        pass
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+
+
+@pytest.mark.parametrize("expr", ["30 1 * * *", "*/20 * * * *", "0 8 * * *"])
+def test_the_scheduler_through_the_repeated_autumn_hour(expr: str) -> None:
+    """APScheduler's own job processing, with the clock moved through 25 October 2026 in
+    five-minute steps (time-machine: freezegun replaces the datetime class and loses the
+    ``fold`` of the repeated hour, which sends APScheduler's cron maths into a loop that real
+    clocks never see). The 01:30 job runs at both 01:30s — the engine's slot key then sends
+    once — the 8 a.m. job once, and nothing stalls."""
+
+    def frozen(*_: object) -> None:
+        raise TimeoutError("the scheduler looped in the repeated hour")
+
+    fired: list[dt.datetime] = []
+    scheduler = ManualScheduler(timezone=LONDON, executors={"default": {"type": "debug"}})
+    previous = signal.signal(signal.SIGALRM, frozen)
+    start = dt.datetime(2026, 10, 24, 23, 0, tzinfo=dt.UTC)
+    try:
+        with time_machine.travel(start, tick=False) as clock:
+            trigger = parse_cron(expr, LONDON)
+            scheduler.add_job(lambda: fired.append(dt.datetime.now(dt.UTC)), trigger)
+            scheduler.start()
+            while dt.datetime.now(dt.UTC) < start + dt.timedelta(hours=12):
+                signal.alarm(5)
+                scheduler._process_jobs()
+                signal.alarm(0)
+                clock.shift(dt.timedelta(minutes=5))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        scheduler.shutdown(wait=False)
+    utc = [f.strftime("%H:%M") for f in fired]
+    if expr == "30 1 * * *":
+        assert utc == ["00:30", "01:30"]  # 01:30 BST, then 01:30 GMT
+        assert {f.astimezone(LONDON).strftime("%H:%M") for f in fired} == {"01:30"}
+    elif expr == "0 8 * * *":
+        assert utc == ["08:00"]  # 8 a.m. GMT, the day the clocks went back
+    else:  # every 20 minutes of real time, through both 01:00-02:00 hours
+        assert len(fired) == 12 * 3
+        assert all(b - a == dt.timedelta(minutes=20) for a, b in itertools.pairwise(fired))
+
+
+@pytest.mark.parametrize(
+    "change", [dt.date(2026, 3, 29), dt.date(2026, 10, 25)], ids=["spring", "autumn"]
+)
+def test_daily_jobs_run_once_across_the_clock_change(
+    store: db.Store, tmp_path: Path, change: dt.date
+) -> None:
+    """Europe/London: 01:30 does not exist on the spring day and happens twice on the autumn
+    day. The 8 a.m. job runs once a day at 8 a.m. local; the 01:30 job once a day — also when
+    the scheduler runs it twice in the repeated hour, and whenever a restarted daemon's
+    catch-up tick (here: every 15 minutes) evaluates everything again."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "daily.yaml").write_text(DAILY_RULES)
+    people = tmp_path / "contacts.csv"
+    people.write_text(CONTACTS)
+    with store.transaction() as s:
+        reviews.add(s, "R1", "Review one", now=NOW, actor=ACTOR)
+        contacts.import_rows(s, contacts.read_csv(people), now=NOW, actor=ACTOR, source="c")
+        actions.create(
+            s, "R1", now=NOW, actor=ACTOR, recommendation="1", lead_agency="Police",
+            text="Undated", review_reasons=["due: no target date"],
+        )  # fmt: skip
+    ruleset, templates = engine.load_rules(tmp_path / "rules", ROOT / "templates" / "email", LONDON)
+    start = dt.datetime.combine(change - dt.timedelta(days=1), dt.time(0), LONDON)
+    end = dt.datetime.combine(change + dt.timedelta(days=2), dt.time(0), LONDON)
+    runs: list[tuple[dt.datetime, list[str] | None]] = [
+        *((t, ["morning"]) for t in scheduler_runs("0 8 * * *", start, end)),
+        *((t, ["night"]) for t in scheduler_runs("30 1 * * *", start, end)),
+    ]
+    if change.month == 10:  # the scheduler itself offers the repeated 01:30 twice
+        assert sum(1 for t, r in runs if r == ["night"] and t.date() == change) == 2
+    t = start
+    while t < end:
+        runs.append((t, None))
+        t = (t.astimezone(dt.UTC) + dt.timedelta(minutes=15)).astimezone(LONDON)
+    for when, only in sorted(runs, key=lambda run: run[0].astimezone(dt.UTC)):
+        ctx = engine.Context(when, LONDON, "england", templates)
+        with store.transaction() as s:
+            engine.commit(s, engine.evaluate(s, ruleset, ctx, only=only), ctx, actor="scheduler")
+    catch_up = [n for n in note_rows(store) if n.created_at == start]
+    assert sorted(n.rule_id for n in catch_up) == ["morning", "night"]  # yesterday's, once
+    notes = [n for n in note_rows(store) if n.created_at > start]
+    days = [change + dt.timedelta(days=d) for d in (-1, 0, 1)]
+    made = Counter((n.rule_id, n.created_at.astimezone(LONDON).date()) for n in notes)
+    assert made == {(rule, day): 1 for rule in ("morning", "night") for day in days}
+    mornings = sorted(n.created_at for n in notes if n.rule_id == "morning")
+    assert [m.astimezone(LONDON).strftime("%H:%M") for m in mornings] == ["08:00"] * 3
+    # 8 a.m. local is 08:00 UTC in winter and 07:00 UTC in summer.
+    utc_hours = [m.astimezone(dt.UTC).hour for m in mornings]
+    assert utc_hours == ([8, 7, 7] if change.month == 3 else [7, 8, 8])
+
+
+# --- a review's anchor date ----------------------------------------------------------------------
+
+
+def _calendar_events(store: db.Store, action_id: int) -> list[tuple[str, str, int, dt.date]]:
+    """(template, METHOD, SEQUENCE, DTSTART) of every invitation about one action, in order."""
+    found = []
+    for note in note_rows(store):
+        for part in messages.calendar_parts(note):
+            cal = icalendar.Calendar.from_ical(part)
+            for event in cal.walk("VEVENT"):
+                if str(event["UID"]) == f"dhr-action-{action_id}@dhr-workflow":
+                    found.append(
+                        (
+                            note.template,
+                            str(cal["METHOD"]),
+                            int(event["SEQUENCE"]),
+                            event["DTSTART"].dt,
+                        )
+                    )
+    return found
+
+
+def _feed_event(store: db.Store, secret: str, action_id: int) -> tuple[int, dt.date]:
+    with store.reading() as s:
+        token = feeds.lookup(s, secret)
+        assert token is not None
+        cal = icalendar.Calendar.from_ical(feeds.render(s, token))
+    [event] = [
+        e for e in cal.walk("VEVENT") if str(e["UID"]) == f"dhr-action-{action_id}@dhr-workflow"
+    ]
+    return int(event["SEQUENCE"]), event["DTSTART"].dt
+
+
+def test_anchor_change_moves_due_dates_ladders_and_calendars(
+    cli: CliFn, store: db.Store, tmp_path: Path
+) -> None:
+    people = tmp_path / "contacts.csv"
+    people.write_text(CONTACTS)
+    plan = tmp_path / "plan.csv"
+    plan.write_text(
+        "Recommendation,Action,Lead Agency,Target date\n"
+        "1,Publish the revised policy,Police,3 months following review publication\n"
+        "2,Brief staff,Health,30/06/2024\n"
+    )
+    assert cli("contacts", "import", str(people)).exit_code == 0
+    assert cli("import", str(plan), "--review", "R1", "--title", "Review one").exit_code == 0
+    assert cli("reviews", "set", "R1", "--published", "2024-01-10").exit_code == 0
+    with store.transaction() as s:
+        policy = s.scalars(select(Action).where(Action.ref == "1")).one()
+        assert policy.due_date == dt.date(2024, 4, 10)
+        seq = policy.sequence  # the first date given is already a change from 'no date'
+        secret = feeds.create(s, "all", None, "all", now=NOW, actor=ACTOR).secret
+    assert _feed_event(store, secret, policy.id) == (seq, dt.date(2024, 4, 10))
+
+    def tick(day: str) -> list[str]:
+        """A full tick (every rule and the calendar follow-up); what it made about the policy."""
+        before = {n.id for n in note_rows(store)}
+        result = cli("tick", "--at", f"{day}T08:00")
+        assert result.exit_code == 0, result.output
+        return sorted(
+            n.template for n in note_rows(store) if n.id not in before and about_policy(n)
+        )
+
+    def about_policy(note: Notification) -> bool:
+        with store.reading() as s:
+            fired = s.scalars(
+                select(Firing.subject_id).where(
+                    Firing.notification_id == note.id, Firing.subject_type == "action"
+                )
+            )
+            uid = f"UID:dhr-action-{policy.id}@dhr-workflow"
+            return policy.id in set(fired) or any(uid in p for p in messages.calendar_parts(note))
+
+    assert tick("2024-04-03") == ["due_soon"]  # -7d, with an invitation
+    assert _calendar_events(store, policy.id) == [
+        ("due_soon", "REQUEST", seq, dt.date(2024, 4, 10))
+    ]
+
+    # Publication was a month later than first recorded: the due date follows, the calendar
+    # sequence goes up, and the ladder starts again from the new date.
+    assert cli("reviews", "set", "R1", "--published", "2024-02-10").exit_code == 0
+    with store.reading() as s:
+        moved = s.get_one(Action, policy.id)
+        assert (moved.due_date, moved.sequence) == (dt.date(2024, 5, 10), seq + 1)
+        recomputed = [
+            audit.event_dict(e)["data"]
+            for e in s.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.subject == f"action:{policy.id}",
+                    AuditEvent.kind == "action.due_recompute",
+                )
+            )
+        ]
+    assert recomputed[-1]["before"]["due_date"] == "2024-04-10"
+    assert (recomputed[-1]["after"]["due_date"], recomputed[-1]["anchor"]) == (
+        "2024-05-10",
+        "published_on",
+    )
+    assert tick("2024-04-04") == ["calendar_update"]
+    assert _calendar_events(store, policy.id)[-1] == (
+        "calendar_update", "REQUEST", seq + 1, dt.date(2024, 5, 10)
+    )  # fmt: skip
+    assert tick("2024-04-05") == []
+    # 11 April: a day after the old date (no 'overdue' for it) and within 30 days of the new.
+    assert tick("2024-04-11") == ["due_soon"]
+    assert tick("2024-05-03") == ["due_soon"]  # -7d of the new date
+    assert _calendar_events(store, policy.id)[-1] == (
+        "due_soon",
+        "REQUEST",
+        seq + 1,
+        dt.date(2024, 5, 10),
+    )
+    assert _feed_event(store, secret, policy.id) == (seq + 1, dt.date(2024, 5, 10))
+    assert "overdue" not in {n.template for n in note_rows(store) if about_policy(n)}
+
+
+# --- the daemon: database restart, SIGKILL ------------------------------------------------------
+
+
+def minutely_rules(tmp_path: Path) -> Path:
+    """The default rules with the ladder running every minute."""
+    rules = tmp_path / "rules"
+    rules.mkdir(exist_ok=True)
+    text_ = (ROOT / "rules" / "default.yaml").read_text()
+    (rules / "default.yaml").write_text(text_.replace('"0 8 * * 1-5"', '"* * * * *"'))
+    return rules
+
+
+def due_soon(url: str, first: int, count: int) -> None:
+    """``count`` actions due in five days, each with its own agency lead (one message each)."""
+    store = db.Store(url)
+    people = "agency,role,name,email\n" + "".join(
+        f"Agency {i},lead,Lead {i},lead{i}@agency.example.org\n"
+        for i in range(first, first + count)
+    )
+    path = Path(f"/tmp/dhr-contacts-{os.getpid()}-{first}.csv")
+    path.write_text(people)
+    now = dt.datetime.now(dt.UTC)  # recently updated: no 'stale action' requests on top
+    today = now.astimezone(LONDON).date()
+    try:
+        with store.transaction() as s:
+            if s.scalar(select(func.count()).select_from(reviews.Review)) == 0:
+                reviews.add(s, "R1", "Review one", now=NOW, actor=ACTOR)
+            contacts.import_rows(s, contacts.read_csv(path), now=NOW, actor=ACTOR, source="c")
+            for i in range(first, first + count):
+                actions.create(
+                    s, "R1", now=now, actor=ACTOR, recommendation=str(i),
+                    lead_agency=f"Agency {i}", text=f"Action {i}",
+                    due_date=today + dt.timedelta(days=5), due_basis="fixed",
+                )  # fmt: skip
+    finally:
+        path.unlink()
+        store.dispose()
+
+
+def message_ids(store: db.Store) -> set[str]:
+    with store.reading() as s:
+        return set(s.scalars(select(Notification.message_id)))
+
+
+def unsent(store: db.Store) -> list[tuple[int, str, str, str | None]]:
+    with store.reading() as s:
+        return [
+            (n.id, n.template, n.state, n.last_error)
+            for n in s.scalars(select(Notification).where(Notification.state != "sent"))
+        ]
+
+
+def all_sent(store: db.Store) -> bool:
+    return not unsent(store)
+
+
+def restart_postgres(url: str, down_for: float, during: Callable[[], None]) -> str:
+    """Stop the server for a while and start it again, as an operator's restart would. Without
+    the rights to do that, every connection to the database is cut instead."""
+    versions = sorted(Path("/etc/postgresql").glob("*")) if Path("/etc/postgresql").exists() else []
+    local = make_url(url).host in ("127.0.0.1", "localhost")
+    if os.geteuid() == 0 and shutil.which("pg_ctlcluster") and versions and local:
+        ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main"]
+        subprocess.run([*ctl, "stop", "-m", "fast"], check=True, capture_output=True)
+        time.sleep(down_for)
+        during()
+        subprocess.run([*ctl, "start"], check=True, capture_output=True)
+        return "stopped and started the server"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    admin.dispose()
+    return "terminated every connection"
+
+
+@pytest.fixture
+def daemons() -> Any:
+    running: list[Daemon] = []
+    yield running
+    for d in running:
+        d.close()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_database_restart_under_a_running_daemon(
+    tmp_path: Path, daemons: list[Daemon], pg_server_url: str
+) -> None:
+    from tests.conftest import _truncate_pg
+
+    _truncate_pg(pg_server_url)
+    due_soon(pg_server_url, 0, 40)
+    handler = Handler()
+    with SmtpServer(handler) as smtp:
+        env = environment(
+            pg_server_url,
+            smtp.port,
+            DHR_RULES_DIR=str(minutely_rules(tmp_path)),
+            DHR_MAIL_LEASE_SECONDS="10",
+        )
+        daemon = Daemon(env, tmp_path)
+        daemons.append(daemon)
+        daemon.wait_healthy(60)
+        wait_for(lambda: len(handler.received) >= 40, 60, "the first 40 messages")
+        statuses: list[int] = []
+
+        def probe() -> None:
+            try:
+                statuses.append(httpx.get(daemon.url("/healthz"), timeout=2).status_code)
+            except httpx.HTTPError:
+                statuses.append(0)
+
+        how = restart_postgres(pg_server_url, down_for=4, during=probe)
+        probe()
+        if how.startswith("stopped"):  # the outage showed in /healthz, then it recovered
+            assert statuses[0] == 503
+        # New work after the restart: the next minutely tick and the sender must pick it up
+        # on fresh connections.
+        due_soon(pg_server_url, 40, 20)
+        store = db.Store(pg_server_url)
+        wait_for(lambda: len(handler.received) >= 60, 150, "the 20 messages after the restart")
+        # A batch whose outcome could not be recorded while the database was away is sent
+        # again when its lease expires (same Message-ID): wait for the outbox to be empty.
+        wait_for(lambda: all_sent(store), 60, "the outbox to empty")
+        health = daemon.wait_healthy(60)
+        assert health["database"] == "ok"
+        assert daemon.proc.poll() is None, daemon.log.read_text()
+        assert daemon.stop() == 0
+    expected = message_ids(store)
+    assert unsent(store) == []
+    store.dispose()
+    received = Counter(m.parsed()["Message-ID"] for m in handler.received)
+    assert set(received) == expected  # none lost
+    repeats = sum(received.values()) - len(received)
+    assert repeats <= 50, f"{repeats} repeated: more than one batch in flight"
+    print(
+        f"\ndatabase restart ({how}): {len(expected)} messages, none lost, {repeats} repeated; "
+        f"/healthz right after: {statuses}"
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_in_a_send_burst_loses_nothing(tmp_path: Path, daemons: list[Daemon]) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    seed(url, tmp_path, overdue=0, undated=0)
+    due_soon(url, 0, 400)
+    batch = 50
+    handler = Handler(data_delay=0.004)  # a few ms per message: the burst takes seconds
+    with SmtpServer(handler) as smtp:
+        env = environment(
+            url,
+            smtp.port,
+            DHR_MAIL_LEASE_SECONDS="3",
+            DHR_MAIL_BATCH_SIZE=str(batch),
+        )
+        first = Daemon(env, tmp_path)
+        daemons.append(first)
+        first.wait_healthy(60)
+        wait_for(lambda: len(handler.received) >= 120, 60, "the burst to be under way")
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+        at_kill = len(handler.received)
+        assert at_kill < 400, "the burst finished before the kill; slow the sink down"
+        second = Daemon({**env, "DHR_HTTP_PORT": str(free_port())}, tmp_path)
+        daemons.append(second)
+        second.wait_healthy(60)
+        store = db.Store(url)
+        wait_for(lambda: all_sent(store), 120, "every message to be sent after the restart")
+        expected = message_ids(store)
+        with store.reading() as s:
+            reminders = s.scalar(
+                select(func.count())
+                .select_from(Notification)
+                .where(Notification.template == "due_soon")
+            )
+        store.dispose()
+        assert second.stop() == 0
+    received = [m.parsed()["Message-ID"] for m in handler.received]
+    assert set(received) == expected  # none lost
+    assert reminders == 400  # one each, never enqueued twice by the restarted daemon's tick
+    repeats = len(received) - len(set(received))
+    assert repeats <= batch, f"{repeats} repeated: more than the batch in flight"
+    print(f"\nSIGKILL after {at_kill} of {len(expected)} sent: none lost, {repeats} repeated")
