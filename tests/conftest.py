@@ -146,3 +146,29 @@ def sample_review(store: db.Store) -> Callable[..., Any]:
             return ids
 
     return make
+
+
+@pytest.fixture
+def unguarded(store: db.Store) -> Iterator[db.Store]:
+    """What an attacker with DDL rights would do first: remove the append-only triggers.
+
+    The PostgreSQL test database is shared by the session, so the guard is put back afterwards.
+    """
+    postgres = store.engine.dialect.name == "postgresql"
+    with store.transaction() as s:
+        if postgres:
+            s.execute(text("DROP TRIGGER audit_event_no_change ON audit_event"))
+        else:
+            s.execute(text("DROP TRIGGER audit_event_no_update"))
+            s.execute(text("DROP TRIGGER audit_event_no_delete"))
+    yield store
+    if postgres:
+        with store.transaction() as s:
+            s.execute(text("SET LOCAL session_replication_role = replica"))
+            s.execute(text("TRUNCATE audit_event"))
+            s.execute(
+                text(
+                    "CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON "
+                    "audit_event FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()"
+                )
+            )

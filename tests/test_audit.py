@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,32 +13,6 @@ from sqlalchemy import select, text
 from dhr_workflow import audit, db
 from dhr_workflow.models import AuditEvent
 from tests.conftest import CliFn
-
-
-@pytest.fixture
-def unguarded(store: db.Store) -> Iterator[db.Store]:
-    """What an attacker with DDL rights would do first: remove the append-only triggers.
-
-    The PostgreSQL test database is shared by the session, so the guard is put back afterwards.
-    """
-    postgres = store.engine.dialect.name == "postgresql"
-    with store.transaction() as s:
-        if postgres:
-            s.execute(text("DROP TRIGGER audit_event_no_change ON audit_event"))
-        else:
-            s.execute(text("DROP TRIGGER audit_event_no_update"))
-            s.execute(text("DROP TRIGGER audit_event_no_delete"))
-    yield store
-    if postgres:
-        with store.transaction() as s:
-            s.execute(text("SET LOCAL session_replication_role = replica"))
-            s.execute(text("TRUNCATE audit_event"))
-            s.execute(
-                text(
-                    "CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON "
-                    "audit_event FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()"
-                )
-            )
 
 
 def _five_events(cli: CliFn) -> None:
