@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from dhr_workflow import agencies, audit
 from dhr_workflow.errors import InvalidInput
+from dhr_workflow.importer.text import strip_controls
 from dhr_workflow.models import Contact, ContactRole, Review
 
 REQUIRED_COLUMNS = ("agency", "role", "name", "email")
@@ -98,6 +99,7 @@ def _row(line: int, cells: dict[str, str]) -> ContactRow:
     except ValueError:
         roles = ", ".join(ContactRole)
         raise InvalidInput(f"{line}: role: {cells['role']!r} is not one of {roles}") from None
+    cells["name"] = " ".join(strip_controls(cells["name"]).split())
     if not cells["name"]:
         raise InvalidInput(f"{line}: name: empty")
     if len(cells["name"]) > NAME_LIMIT:

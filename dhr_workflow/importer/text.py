@@ -15,6 +15,10 @@ _DROP = {"script", "style"}
 _BLOCK = {"p", "div", "br", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table"}
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BULLET = re.compile(r"\s+[•▪●◦]\s+")
+# Terminal colour codes and other control characters (NUL above all: PostgreSQL refuses it
+# in text) come from copy-and-paste, never from the plan's meaning.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 
 class _Text(HTMLParser):
@@ -42,6 +46,10 @@ class _Text(HTMLParser):
             self.parts.append(data)
 
 
+def strip_controls(text: str) -> str:
+    return _CONTROLS.sub("", _ANSI.sub("", text))
+
+
 def clean(cell: str) -> str:
     """Plain text: tags removed (paragraphs and list items kept as lines), spaces tidied."""
     if "<" in cell or "&" in cell:
@@ -49,6 +57,7 @@ def clean(cell: str) -> str:
         parser.feed(_KNOWN_TAG.sub("&lt;", cell))
         parser.close()
         cell = "".join(parser.parts)
+    cell = strip_controls(cell)
     cell = _BULLET.sub("\n• ", cell)
     lines = (_SPACES.sub(" ", line).strip() for line in cell.splitlines())
     return "\n".join(line for line in lines if line)
