@@ -91,7 +91,7 @@ class Daemon:
 
     async def _tick_once(self, only: list[str] | None, name: str) -> None:
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(self._tick_sync, only), JOB_TIMEOUT)
+            enqueued = await asyncio.wait_for(asyncio.to_thread(self._tick_sync, only), JOB_TIMEOUT)
         except Exception as exc:  # a job never dies silently: logged, audited, shown
             await asyncio.to_thread(self._job_failed, f"tick:{name}", exc)
             return
@@ -99,13 +99,15 @@ class Daemon:
         for rule in only or self.ruleset.ids:
             self.health.last_tick[rule] = now
             self.metrics.ticks.labels(rule=rule).inc()
-        self.metrics.enqueued.inc(len(result.messages))
+        self.metrics.enqueued.inc(enqueued)
         self.health.job_errors.pop(f"tick:{name}", None)
-        if result.messages:
-            log.info("tick %s: enqueued %d message(s)", name, len(result.messages))
+        if enqueued:
+            log.info("tick %s: enqueued %d message(s)", name, enqueued)
             self.wake.set()
 
-    def _tick_sync(self, only: list[str] | None) -> engine.TickResult:
+    def _tick_sync(self, only: list[str] | None) -> int:
+        """One tick in this thread; returns the number of messages enqueued (the hits and
+        messages of a large tick are freed here, not kept until the loop looks at them)."""
         s = self.settings
         ctx = engine.Context(
             dt.datetime.now(dt.UTC),
@@ -116,8 +118,10 @@ class Daemon:
             s.mail_from,
         )
         with self.store.transaction() as session:
-            result = engine.evaluate(session, self.ruleset, ctx, only=only)
-            return engine.commit(session, result, ctx, actor=ACTOR)
+            # Rendered by commit a chunk at a time, not all at once: the catch-up tick after
+            # downtime can enqueue thousands of digests.
+            result = engine.evaluate(session, self.ruleset, ctx, only=only, render=False)
+            return len(engine.commit(session, result, ctx, actor=ACTOR).messages)
 
     async def _send(self) -> None:
         async with self.sending:  # SIGTERM waits for this: an in-flight send finishes

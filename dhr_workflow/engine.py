@@ -17,14 +17,14 @@ import datetime as dt
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVarTuple
 from typing import cast as typing_cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, Table, bindparam, cast, select, update
+from sqlalchemy import Row, Select, String, Table, bindparam, cast, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -53,9 +53,14 @@ TEXT_SHORT = 160  # characters of action text in a message
 FAILURE_TEMPLATE = "delivery_failure"  # sent by the outbox, so always checked
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hit:
-    """One rule firing for one subject in one period (not yet written)."""
+    """One rule firing for one subject in one period (not yet written).
+
+    A catch-up tick holds one per open action and rule (hundreds of thousands): slots, the
+    subject's facts inline rather than a Subject object each, and the step, notify, period and
+    superseded values shared between hits, not copied into each.
+    """
 
     rule: str
     subject_type: str
@@ -63,9 +68,15 @@ class Hit:
     period_key: str
     step: str | None
     notify: tuple[Notify, ...]
-    subject: Subject
+    review_id: int  # with the two below: what the recipients' roles depend on
+    agency_id: int | None = None
+    owner_contact_id: int | None = None
     superseded: tuple[str, ...] = ()  # lower period keys recorded without a message
     since: dt.date | None = None  # review reports: the start of the period reported on
+
+    @property
+    def subject(self) -> Subject:
+        return Subject(self.review_id, self.agency_id, self.owner_contact_id)
 
 
 @dataclass
@@ -79,7 +90,7 @@ class Message:
     hits: list[Hit]
     review: str | None = None
     rendered: Rendered | None = None
-    keys: set[tuple[str, str, int, str]] = field(default_factory=set, repr=False)
+    subject: str | None = None  # kept when commit lets go of the rendered bodies
 
     @property
     def action_ids(self) -> list[int]:
@@ -92,7 +103,7 @@ class Message:
             "template": self.template,
             "to": self.to,
             "cc": self.cc,
-            "subject": self.rendered.subject if self.rendered else None,
+            "subject": self.subject,
             "actions": self.action_ids,
             "review": self.review,
             "calendar": self.calendar,
@@ -189,9 +200,17 @@ def _notifies(item: Ladder | Rule) -> list[tuple[str, Notify]]:
 
 
 def evaluate(
-    session: Session, ruleset: RuleSet, ctx: Context, only: Sequence[str] | None = None
+    session: Session,
+    ruleset: RuleSet,
+    ctx: Context,
+    only: Sequence[str] | None = None,
+    *,
+    render: bool = True,
 ) -> TickResult:
-    """Everything that should fire at ``ctx.at``, grouped and rendered. Writes nothing."""
+    """Everything that should fire at ``ctx.at``, grouped and rendered. Writes nothing.
+
+    ``render=False`` leaves rendering to :func:`commit`, which renders, writes and lets go of
+    the messages a chunk at a time: a catch-up tick can hold thousands of long digests."""
     hits: list[Hit] = []
     for ladder in ruleset.ladders:
         if only is None or ladder.id in only:
@@ -204,7 +223,8 @@ def evaluate(
     gaps += unanchored(session, ruleset, only)
     if only is None or CALENDAR_RULE in only:
         messages += _invitation_updates(session)
-    _render(session, messages, ctx)
+    if render:
+        _render(session, messages, ctx)
     return TickResult(ctx.at, messages, gaps, hits, unsent)
 
 
@@ -240,7 +260,8 @@ def _invitation_updates(session: Session) -> list[Message]:
                 period,
                 None,
                 (),
-                Subject(r.review_id, r.lead_agency_id),
+                r.review_id,
+                r.lead_agency_id,
             )
         )
     return list(by_address.values())
@@ -259,6 +280,23 @@ def _fired_keys(
     return {(r.subject_id, r.period_key) for r in rows}
 
 
+CHUNK = 5000  # actions selected (with their ledger keys) per query
+_Ts = TypeVarTuple("_Ts")
+
+
+def _by_id(session: Session, stmt: Select[*_Ts]) -> Iterator[Sequence[Row[*_Ts]]]:
+    """The rows of ``stmt`` (which selects Action.id) CHUNK at a time in id order, so a rule
+    over a large store never holds every candidate row, or every ledger key, at once."""
+    last: int | None = None
+    while True:
+        page = stmt if last is None else stmt.where(Action.id > last)
+        rows = session.execute(page.order_by(Action.id).limit(CHUNK)).all()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1].id
+
+
 def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
     # A ladder runs on its schedule: a tick between slots evaluates as of the latest slot.
     assert isinstance(ladder.schedule, str)
@@ -272,53 +310,61 @@ def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
     clauses = action_clauses(
         session, ladder.applies_to, today=today, now=ctx.at, tz=ctx.tz, region=ctx.region
     )
-    rows = session.execute(
-        select(
-            Action.id,
-            Action.due_date,
-            Action.review_id,
-            Action.lead_agency_id,
-            Action.owner_contact_id,
-        ).where(*clauses, Action.due_date.is_not(None), Action.due_date <= horizon)
-    ).all()
-    # Only keys for each action's current due date matter (they start with it).
-    current = Firing.period_key.like(cast(Action.due_date, String) + "|%")
-    fired = {
-        (i, k)
-        for i, k in session.execute(
-            select(Firing.subject_id, Firing.period_key)
-            .join(Action, Action.id == Firing.subject_id)
-            .where(Firing.rule_id == ladder.id, Firing.subject_type == "action", current)
-        )
-    }
+    stmt = select(
+        Action.id, Action.due_date, Action.review_id, Action.lead_agency_id, Action.owner_contact_id
+    ).where(*clauses, Action.due_date.is_not(None), Action.due_date <= horizon)
+    steps = [(str(step.at), tuple(step.notify)) for step in ladder.steps]  # shared by hits
+    reached: dict[dt.date, tuple[str, int, tuple[str, ...]] | None] = {}
     hits = []
-    reached: dict[dt.date, list[tuple[str, int]]] = {}  # many actions share a due date
-    for row in rows:
-        if row.due_date not in reached:
-            reached[row.due_date] = _reached(ladder, row.due_date, today, ctx.region)
-        keys = reached[row.due_date]
-        if not keys or (row.id, keys[-1][0]) in fired:
-            continue
-        period, index = keys[-1]
-        # Skipped steps are recorded; skipped repeats of the top step need no record (the
-        # latest repeat is what counts, and a long-overdue action would otherwise add one row
-        # per missed interval).
-        lower = tuple(k for k, _ in keys[:-1] if "|r" not in k and (row.id, k) not in fired)
-        step = ladder.steps[index]
-        subject = Subject(row.review_id, row.lead_agency_id, row.owner_contact_id)
-        hits.append(
-            Hit(
-                ladder.id,
-                "action",
-                row.id,
-                period,
-                str(step.at),
-                tuple(step.notify),
-                subject,
-                lower,
-            )
-        )
+    for rows in _by_id(session, stmt):
+        fired = _ladder_fired(session, ladder.id, rows[0].id, rows[-1].id)
+        for row in rows:
+            if row.due_date not in reached:  # many actions share a due date
+                reached[row.due_date] = _top_step(ladder, row.due_date, today, ctx.region)
+            top = reached[row.due_date]
+            done = fired.get(row.id, ())
+            if top is None or top[0] in done:
+                continue
+            period, index, lower = top
+            if done:
+                lower = tuple(k for k in lower if k not in done)
+            step, notify = steps[index]
+            facts = (row.review_id, row.lead_agency_id, row.owner_contact_id)
+            hits.append(Hit(ladder.id, "action", row.id, period, step, notify, *facts, lower))
     return hits
+
+
+def _ladder_fired(session: Session, ladder_id: str, first: int, last: int) -> dict[int, set[str]]:
+    """The ledger keys of actions ``first``..``last`` for their current due dates (keys start
+    with the due date; older ones belong to a date that has since changed)."""
+    current = Firing.period_key.like(cast(Action.due_date, String) + "|%")
+    fired: dict[int, set[str]] = defaultdict(set)
+    for i, k in session.execute(
+        select(Firing.subject_id, Firing.period_key)
+        .join(Action, Action.id == Firing.subject_id)
+        .where(
+            Firing.rule_id == ladder_id,
+            Firing.subject_type == "action",
+            Firing.subject_id.between(first, last),
+            current,
+        )
+    ):
+        fired[i].add(k)
+    return fired
+
+
+def _top_step(
+    ladder: Ladder, due: dt.date, today: dt.date, region: str
+) -> tuple[str, int, tuple[str, ...]] | None:
+    """The highest step reached for ``due`` (period key, step index) and the lower keys it
+    supersedes. Skipped steps are recorded; skipped repeats of the top step need no record
+    (the latest repeat is what counts, and a long-overdue action would otherwise add one row
+    per missed interval)."""
+    keys = _reached(ladder, due, today, region)
+    if not keys:
+        return None
+    period, index = keys[-1]
+    return period, index, tuple(k for k, _ in keys[:-1] if "|r" not in k)
 
 
 def _reached(ladder: Ladder, due: dt.date, today: dt.date, region: str) -> list[tuple[str, int]]:
@@ -350,25 +396,35 @@ def _rule_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
     clauses = action_clauses(
         session, rule.applies_to, today=ctx.today, now=ctx.at, tz=ctx.tz, region=ctx.region
     )
-    rows = session.execute(
-        select(Action.id, Action.review_id, Action.lead_agency_id, Action.owner_contact_id).where(
-            *clauses
-        )
-    ).all()
-    fired = _fired_keys(session, rule.id, "action", Firing.period_key == period)
-    return [
-        Hit(
+    stmt = select(
+        Action.id, Action.review_id, Action.lead_agency_id, Action.owner_contact_id
+    ).where(*clauses)
+    notify = tuple(rule.notify)  # shared by every hit
+    hits = []
+    for rows in _by_id(session, stmt):
+        fired = _fired_keys(
+            session,
             rule.id,
             "action",
-            r.id,
-            period,
-            None,
-            tuple(rule.notify),
-            Subject(r.review_id, r.lead_agency_id, r.owner_contact_id),
+            Firing.period_key == period,
+            Firing.subject_id.between(rows[0].id, rows[-1].id),
         )
-        for r in rows
-        if (r.id, period) not in fired
-    ]
+        hits += [
+            Hit(
+                rule.id,
+                "action",
+                r.id,
+                period,
+                None,
+                notify,
+                r.review_id,
+                r.lead_agency_id,
+                r.owner_contact_id,
+            )
+            for r in rows
+            if (r.id, period) not in fired
+        ]
+    return hits
 
 
 def _review_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
@@ -386,7 +442,7 @@ def _review_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
                     period,
                     None,
                     tuple(rule.notify),
-                    Subject(review.id),
+                    review.id,
                     since=since,
                 )
             )
@@ -420,7 +476,7 @@ def unanchored(session: Session, ruleset: RuleSet, only: Sequence[str] | None) -
         )
         if ids:
             gap = Gap(rule.id, rule.schedule.from_)
-            gap.hits = [Hit(rule.id, "review", i, "unanchored", None, (), Subject(i)) for i in ids]
+            gap.hits = [Hit(rule.id, "review", i, "unanchored", None, (), i) for i in ids]
             gaps.append(gap)
     return gaps
 
@@ -460,13 +516,16 @@ def _group(hits: Iterable[Hit], directory: Directory) -> tuple[list[Message], li
     gaps: dict[tuple[str, str], Gap] = {}
     unsent = []
     # Addresses depend only on the notify step and the subject's review/agency/owner, which
-    # many actions share.
-    resolved: dict[tuple[int, Subject], tuple[list[str], list[str], list[str]]] = {}
+    # neighbouring actions often share (one plan's actions). Bounded: over a large store most
+    # subjects are distinct and an unbounded cache would hold one entry per action.
+    resolved: dict[tuple[int, int, int | None, int | None], Addresses] = {}
     for hit in hits:
         delivered = False
         for notify in hit.notify:
-            cache_key = (id(notify), hit.subject)
+            cache_key = (id(notify), hit.review_id, hit.agency_id, hit.owner_contact_id)
             if cache_key not in resolved:
+                if len(resolved) >= ADDRESS_CACHE:
+                    resolved.clear()
                 resolved[cache_key] = _addresses(notify, hit.subject, directory)
             to, cc, missing = resolved[cache_key]
             for role in missing:
@@ -478,8 +537,7 @@ def _group(hits: Iterable[Hit], directory: Directory) -> tuple[list[Message], li
                 msg = messages.setdefault(
                     key, Message(hit.rule, [], notify.template, [address], [], False, [])
                 )
-                if _key(hit) not in msg.keys:
-                    msg.keys.add(_key(hit))
+                if not msg.hits or msg.hits[-1] is not hit:  # twice only within one hit
                     msg.hits.append(hit)
                 # Invitations go to the addressees of a calendar step, not to copies.
                 msg.calendar = msg.calendar or (notify.calendar == "invite" and address in to)
@@ -490,9 +548,11 @@ def _group(hits: Iterable[Hit], directory: Directory) -> tuple[list[Message], li
     return list(messages.values()), list(gaps.values()), unsent
 
 
-def _addresses(
-    notify: Notify, subject: Subject, directory: Directory
-) -> tuple[list[str], list[str], list[str]]:
+ADDRESS_CACHE = 4096
+Addresses = tuple[list[str], list[str], list[str]]  # to, cc, roles that resolved to nobody
+
+
+def _addresses(notify: Notify, subject: Subject, directory: Directory) -> Addresses:
     missing: list[str] = []
 
     def each(roles: list[str]) -> list[str]:
@@ -514,24 +574,31 @@ def _addresses(
 
 
 def _render(session: Session, messages: list[Message], ctx: Context) -> None:
+    for start in range(0, len(messages), RENDER_CHUNK):
+        chunk = messages[start : start + RENDER_CHUNK]
+        _render_digests(session, [m for m in chunk if m.hits[0].subject_type != "review"], ctx)
+        _render_reports(session, [m for m in chunk if m.hits[0].subject_type == "review"], ctx)
+
+
+def _set_rendered(msg: Message, rendered: Rendered) -> None:
+    msg.rendered, msg.subject = rendered, rendered.subject
+
+
+def _render_digests(session: Session, digests: list[Message], ctx: Context) -> None:
     # A digest lists at most LISTED actions ("and N more"): past that an email stops being
     # one clear reminder, and rendering stays cheap however large the backlog.
-    digests = [m for m in messages if m.hits[0].subject_type != "review"]
     wanted = {i for m in digests for i in m.action_ids[:LISTED]}
-    rows = (
-        {r["id"]: r for r in action_rows(session, Action.id.in_(sorted(wanted)))} if wanted else {}
-    )
+    rows = {r.id: r for r in action_rows(session, Action.id.in_(sorted(wanted)))} if wanted else {}
     for msg in digests:
-        listed = [action_context(rows[i], ctx.today) for i in msg.action_ids[:LISTED]]
+        ids = msg.action_ids
+        listed = [action_context(rows[i], ctx.today) for i in ids[:LISTED]]
         refs = {a["review"] for a in listed}
-        msg.review = refs.pop() if len(refs) == 1 and len(msg.action_ids) <= LISTED else None
-        context = {
-            "actions": listed,
-            "more": len(msg.action_ids) - len(listed),
-            "total": len(msg.action_ids),
-        }
-        msg.rendered = ctx.templates.render(msg.template, _common(msg, ctx) | context)
-    reports = [m for m in messages if m.hits[0].subject_type == "review"]
+        msg.review = refs.pop() if len(refs) == 1 and len(ids) <= LISTED else None
+        context = {"actions": listed, "more": len(ids) - len(listed), "total": len(ids)}
+        _set_rendered(msg, ctx.templates.render(msg.template, _common(msg, ctx) | context))
+
+
+def _render_reports(session: Session, reports: list[Message], ctx: Context) -> None:
     # Review summaries a chunk of reviews at a time: a backlog of thousands of reports must
     # not hold every action of every review in memory at once.
     for start in range(0, len(reports), REVIEW_CHUNK):
@@ -540,9 +607,12 @@ def _render(session: Session, messages: list[Message], ctx: Context) -> None:
         for msg in chunk:
             summary = summaries[id(msg)]
             msg.review = summary["review"]["ref"]
-            msg.rendered = ctx.templates.render(msg.template, _common(msg, ctx) | summary)
+            _set_rendered(msg, ctx.templates.render(msg.template, _common(msg, ctx) | summary))
 
 
+# Messages rendered (and, in commit, written and let go) at a time: the rows they list and
+# their bodies are held for one chunk, not for a whole catch-up tick.
+RENDER_CHUNK = 50
 REVIEW_CHUNK = 100
 LISTED = 50
 
@@ -560,7 +630,7 @@ def _common(msg: Message, ctx: Context) -> dict[str, Any]:
 
 def action_rows(
     session: Session, *where: Any, order: Any = None, limit: int | None = None
-) -> list[dict[str, Any]]:
+) -> Sequence[Row[*tuple[Any, ...]]]:
     """The columns messages show, as plain rows (no ORM objects: digests can be large)."""
     rec = aliased(Recommendation)
     stmt = (
@@ -588,20 +658,20 @@ def action_rows(
         .order_by(*(order if order is not None else (Action.id,)))
         .limit(limit)
     )
-    return [dict(r._mapping) for r in session.execute(stmt)]
+    return session.execute(stmt).all()
 
 
-def action_context(row: dict[str, Any], today: dt.date) -> dict[str, Any]:
-    text = " ".join((row["text"] or row["rec_text"] or "").split())
-    due = row["due_date"]
+def action_context(row: Row[*tuple[Any, ...]], today: dt.date) -> dict[str, Any]:
+    text = " ".join((row.text or row.rec_text or "").split())
+    due = row.due_date
     return {
-        "id": row["id"], "review": row["review"], "recommendation": row["recommendation"],
-        "ref": row["ref"] or row["recommendation"] or "", "text": text,
+        "id": row.id, "review": row.review, "recommendation": row.recommendation,
+        "ref": row.ref or row.recommendation or "", "text": text,
         "text_short": text if len(text) <= TEXT_SHORT else text[: TEXT_SHORT - 1] + "…",
-        "lead_agency": row["agency"], "owner": row["owner_text"] or row["owner_name"],
+        "lead_agency": row.agency, "owner": row.owner_text or row.owner_name,
         "due_date": due, "days": (due - today).days if due else None,
-        "target_text": row["target_text"], "status": row["status"],
-        "completed_on": row["completed_on"], "reasons": list(row["review_reasons"] or []),
+        "target_text": row.target_text, "status": row.status,
+        "completed_on": row.completed_on, "reasons": list(row.review_reasons or []),
     }  # fmt: skip
 
 
@@ -617,7 +687,7 @@ def review_contexts(
     reviews = {r.id: r for r in session.scalars(select(Review).where(Review.id.in_(ids)))}
     by_review: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in action_rows(session, Action.review_id.in_(ids)):
-        by_review[row["review"]].append(action_context(row, ctx.today))
+        by_review[row.review].append(action_context(row, ctx.today))
     return {
         id(m): _summary(reviews[m.hits[0].subject_id], by_review, m, ctx.today) for m in messages
     }
@@ -675,24 +745,25 @@ def _key(hit: Hit) -> Key:
 
 def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) -> TickResult:
     """Record the tick: ledger rows first (the claim), then only the messages whose firings
-    this process won, so concurrent replicas never enqueue the same reminder twice."""
+    this process won, so concurrent replicas never enqueue the same reminder twice. Messages
+    are rendered (those evaluate left unrendered), enqueued and audited RENDER_CHUNK at a
+    time; the bodies commit rendered itself are let go once in the outbox (subject kept)."""
     now = ctx.at
-    won = _claim(
-        session,
-        [_row(h, h.period_key, h.step, "fired", now) for m in result.messages for h in m.hits],
-    )
-    kept, shrunk = [], []
-    for msg in result.messages:
-        before = len(msg.hits)
-        msg.hits = [h for h in msg.hits if _key(h) in won]
-        if msg.hits:
-            kept.append(msg)
-            if len(msg.hits) < before:
-                shrunk.append(msg)
-    _render(session, shrunk, ctx)  # another replica took some of its actions
+    lost = _claim(session, _firing_rows(result.messages, now))
+    kept: list[Message] = []
+    for start in range(0, len(result.messages), RENDER_CHUNK):
+        chunk = result.messages[start : start + RENDER_CHUNK]
+        lazy = {id(m) for m in chunk if m.rendered is None}
+        mine = _won(chunk, lost)  # another replica took some firings: those re-render
+        _render(session, [m for m in mine if m.rendered is None], ctx)
+        events = [_enqueued(session, msg, ctx) for msg in mine]
+        audit.record_many(session, now=now, actor=actor, events=events)
+        for msg in mine:
+            if id(msg) in lazy:
+                msg.rendered = None  # the outbox row holds the bodies now
+        kept += mine
     _record_superseded(session, result.hits, now)
-    events = [_enqueued(session, msg, ctx) for msg in kept]
-    events += _new_gaps(session, result.gaps, now)
+    events = _new_gaps(session, result.gaps, now)
     events.append(
         (
             "tick",
@@ -708,6 +779,31 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
     audit.record_many(session, now=now, actor=actor, events=events)
     result.messages = kept
     return result
+
+
+def _firing_rows(messages: list[Message], now: dt.datetime) -> Iterator[dict[str, Any]]:
+    """A "fired" ledger row per hit of the messages, once (a hit is in every message of its
+    recipients), generated as the claim consumes them."""
+    seen: set[int] = set()
+    for msg in messages:
+        for hit in msg.hits:
+            if id(hit) not in seen:
+                seen.add(id(hit))
+                yield _row(hit, hit.period_key, hit.step, "fired", now)
+
+
+def _won(messages: list[Message], lost: set[Key]) -> list[Message]:
+    """The messages with the hits this process claimed; one that lost some must re-render."""
+    if not lost:
+        return messages
+    mine = []
+    for msg in messages:
+        hits = [h for h in msg.hits if _key(h) not in lost]
+        if len(hits) < len(msg.hits):
+            msg.hits, msg.rendered = hits, None
+        if hits:
+            mine.append(msg)
+    return mine
 
 
 def _row(hit: Hit, period: str, step: str | None, outcome: str, now: dt.datetime) -> dict[str, Any]:
@@ -730,23 +826,34 @@ def _insert_new_firings(session: Session) -> Any:
     )
 
 
-def _claim(session: Session, rows: list[dict[str, Any]]) -> set[Key]:
-    """Insert ledger rows, skipping any already there; returns the keys this call inserted."""
-    unique = list(
-        {
-            (r["rule_id"], r["subject_type"], r["subject_id"], r["period_key"]): r for r in rows
-        }.values()
-    )
-    if not unique:
-        return set()
+def _claim(session: Session, rows: Iterable[dict[str, Any]]) -> set[Key]:
+    """Insert ledger rows 500 at a time, skipping any already there; returns the keys that
+    were already there (another replica's claim: normally none), so a large tick keeps no
+    set of everything it won."""
     stmt = _insert_new_firings(session).returning(
         Firing.rule_id, Firing.subject_type, Firing.subject_id, Firing.period_key
     )
-    won: set[Key] = set()
-    for start in range(0, len(unique), 500):
-        for r in session.execute(stmt, unique[start : start + 500]):
-            won.add((r.rule_id, r.subject_type, r.subject_id, r.period_key))
-    return won
+    lost: set[Key] = set()
+    for batch in _batches(rows, 500):
+        unique = {_row_key(r): r for r in batch}
+        won = {tuple(r) for r in session.execute(stmt, list(unique.values()))}
+        lost |= unique.keys() - won
+    return lost
+
+
+def _row_key(row: dict[str, Any]) -> Key:
+    return (row["rule_id"], row["subject_type"], row["subject_id"], row["period_key"])
+
+
+def _batches(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _record_superseded(session: Session, hits: list[Hit], now: dt.datetime) -> None:
@@ -771,11 +878,14 @@ def _new_gaps(
     events = []
     for gap in gaps:
         rows = [_row(h, f"{h.period_key}#gap:{gap.role}", h.step, "gap", now) for h in gap.hits]
-        won = _claim(session, rows)
+        # Once per key (a hit can miss the same role in two notify steps), and claimed as a
+        # whole: a repeat in a later batch would read as reported before.
+        unique = list({_row_key(r): r for r in rows}.values())
+        seen = _claim(session, unique)  # reported by an earlier tick (or another replica)
         fresh = [
             h
             for h in gap.hits
-            if (h.rule, h.subject_type, h.subject_id, f"{h.period_key}#gap:{gap.role}") in won
+            if (h.rule, h.subject_type, h.subject_id, f"{h.period_key}#gap:{gap.role}") not in seen
         ]
         if fresh:
             events.append(
@@ -813,13 +923,15 @@ def _enqueued(session: Session, msg: Message, ctx: Context) -> tuple[str, str, d
         )
         .values(notification_id=note.id)
     )
-    session.execute(
-        link,
-        [
-            {"k_rule": r, "k_type": t, "k_id": i, "k_period": p}
-            for r, t, i, p in (_key(h) for h in msg.hits)
-        ],
-    )
+    # 500 at a time: a coordinator's digest over a large backlog links tens of thousands.
+    for start in range(0, len(msg.hits), 500):
+        session.execute(
+            link,
+            [
+                {"k_rule": r, "k_type": t, "k_id": i, "k_period": p}
+                for r, t, i, p in (_key(h) for h in msg.hits[start : start + 500])
+            ],
+        )
     return (
         "notification.enqueue",
         f"notification:{note.id}",

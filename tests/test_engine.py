@@ -439,3 +439,74 @@ def test_one_message_per_recipient_and_only_their_actions(
         ("deadline", "escalation", ("chair@csp.example.org",), [ids["p"], ids["h"]]),
         ("deadline", "escalation", ("manager@police.example.org",), [ids["p"]]),
     ]
+
+
+# --- large ticks: chunked selection, rendering and writing ---------------------------------------
+
+
+def test_chunked_lazy_tick_sends_what_a_whole_tick_sends(
+    store: db.Store, rules: Any, world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's way (select CHUNK actions at a time, render and write RENDER_CHUNK
+    messages at a time, let go of the bodies) with chunks of two and one: the same digests,
+    each action in its recipient's digest once, bodies in the outbox, subjects kept."""
+    monkeypatch.setattr(engine, "CHUNK", 2)
+    monkeypatch.setattr(engine, "RENDER_CHUNK", 1)
+    ids = world(
+        a=("Police", D(2024, 1, 1), "open"),
+        b=("Health", D(2024, 1, 1), "open"),
+        c=("Police", D(2024, 1, 1), "open"),
+        d=("Police", DUE, "open"),
+        e=("Health", DUE, "completed"),
+    )
+    ruleset, templates = rules
+    ctx = engine.Context(at(D(2024, 2, 5)), LONDON, "england", templates)
+    with store.transaction() as s:
+        lazy = engine.evaluate(s, ruleset, ctx, only=["deadline"], render=False)
+        assert all(m.rendered is None for m in lazy.messages)
+        engine.commit(s, lazy, ctx, actor="daemon")
+    assert sent(lazy) == [
+        ("deadline", "escalation", ("chair@csp.example.org",), [ids["a"], ids["b"], ids["c"]]),
+        ("deadline", "escalation", ("manager@police.example.org",), [ids["a"], ids["c"]]),
+        ("deadline", "overdue", ("lead@police.example.org",), [ids["d"]]),
+    ]
+    assert all(m.rendered is None and m.subject for m in lazy.messages)
+    with store.reading() as s:
+        notes = {n.to_addrs[0]: n for n in s.scalars(select(Notification))}
+        ledger = s.scalar(select(func.count()).select_from(Firing).where(Firing.outcome == "fired"))
+    assert {m.to[0]: m.subject for m in lazy.messages} == {k: n.subject for k, n in notes.items()}
+    manager = notes["manager@police.example.org"].text_body
+    assert "Action a" in manager and "Action c" in manager and "Action b" not in manager
+    assert ledger == 4  # a, b, c, d: one firing each, however many digests list them
+    assert tick(store, rules, at(D(2024, 2, 5), 15), only=["deadline"]).messages == []
+
+
+@pytest.mark.parametrize("render", [True, False])
+def test_a_replica_that_won_only_some_firings_sends_only_those(
+    store: db.Store, rules: Any, world: Any, render: bool
+) -> None:
+    """Replica one evaluated before action c existed and committed first; replica two's digest
+    to the same person shrinks to c alone and is rendered again to say so."""
+    world(a=("Police", DUE, "open"), b=("Police", DUE, "open"))
+    ruleset, templates = rules
+    ctx = engine.Context(at(D(2024, 1, 25)), LONDON, "england", templates)
+    with store.reading() as s:
+        one = engine.evaluate(s, ruleset, ctx, only=["deadline"], render=render)
+    with store.transaction() as s:
+        c = actions.create(
+            s, "R1", now=NOW, actor=ACTOR, recommendation="9", lead_agency="Police",
+            text="Action c", due_date=DUE, due_basis="fixed",
+        ).id  # fmt: skip
+    with store.reading() as s:
+        two = engine.evaluate(s, ruleset, ctx, only=["deadline"], render=render)
+    with store.transaction() as s:
+        engine.commit(s, one, ctx, actor="one")
+    with store.transaction() as s:
+        engine.commit(s, two, ctx, actor="two")
+    assert [m.action_ids for m in two.messages] == [[c]]
+    assert two.messages[0].subject == "Due in 6 days: DHR R1 action 9"  # one action now
+    with store.reading() as s:
+        latest = s.scalars(select(Notification).order_by(Notification.id.desc())).first()
+    assert latest is not None
+    assert "Action c" in latest.text_body
+    assert "Action a" not in latest.text_body
