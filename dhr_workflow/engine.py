@@ -44,10 +44,10 @@ from dhr_workflow.models import (
     Review,
 )
 from dhr_workflow.recipients import Directory, Subject
-from dhr_workflow.ruleset import Every, Ladder, Notify, Rule, RuleSet, load_dir
+from dhr_workflow.ruleset import FAMILY_SAFE, Every, Ladder, Notify, Rule, RuleSet, load_dir
 from dhr_workflow.selection import action_clauses, review_clauses
 from dhr_workflow.targets import add_months
-from dhr_workflow.templates import Rendered, Templates, sample_context
+from dhr_workflow.templates import Rendered, Templates, family_safe, sample_context
 
 TEXT_SHORT = 160  # characters of action text in a message
 FAILURE_TEMPLATE = "delivery_failure"  # sent by the outbox, so always checked
@@ -175,8 +175,11 @@ def load_rules(rules_dir: Path, templates_dir: Path, tz: ZoneInfo) -> tuple[Rule
                 raise InvalidInput(
                     f"{where}: template {notify.template!r} does not exist (have: {have})"
                 )
+            sample = sample_context(kind)
+            if notify.template in FAMILY_SAFE:
+                sample = family_safe(sample)
             try:
-                templates.render(notify.template, sample_context(kind))
+                templates.render(notify.template, sample)
             except InvalidInput as exc:
                 raise InvalidInput(
                     f"{where}: {notify.template!r} does not fit a {kind} message: {exc}"
@@ -607,6 +610,8 @@ def _render_reports(session: Session, reports: list[Message], ctx: Context) -> N
         for msg in chunk:
             summary = summaries[id(msg)]
             msg.review = summary["review"]["ref"]
+            if msg.template in FAMILY_SAFE:
+                summary = family_safe(summary)
             _set_rendered(msg, ctx.templates.render(msg.template, _common(msg, ctx) | summary))
 
 

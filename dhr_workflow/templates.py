@@ -95,6 +95,12 @@ class Templates:
             raise InvalidInput(
                 f"{self.directory}/{name}: template cannot be rendered: {exc}"
             ) from None
+        except (TypeError, AttributeError, ValueError, LookupError, ArithmeticError) as exc:
+            # A template using a variable as what it is not (a family update looping over a
+            # count): the template's mistake, reported as one line like the others.
+            raise InvalidInput(
+                f"{self.directory}/{name}: template cannot be rendered: {exc}"
+            ) from None
         return Rendered(subject, _tidy(text), html)
 
     def check(self, names: set[str], kind: str = "all") -> None:
@@ -117,6 +123,18 @@ def _tidy(text: str) -> str:
         if line or (out and out[-1]):  # at most one blank line in a row
             out.append(line)
     return "\n".join(out).strip() + "\n"
+
+
+REPORT_LISTS = ("overdue", "completed_since", "due_soon", "needs_review")
+
+
+def family_safe(context: dict[str, Any]) -> dict[str, Any]:
+    """What a family update may show: counts, never the actions. The lists become true/false,
+    so a family-safe template — which a deployment may rewrite — cannot name an agency, a
+    worker or a line of plan text, however it is written."""
+    safe = {k: v for k, v in context.items() if k not in REPORT_LISTS}
+    safe.update({name: bool(context[name]) for name in REPORT_LISTS if name in context})
+    return safe
 
 
 def sample_context(kind: str = "all") -> dict[str, Any]:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from dhr_workflow.models import Notification
 from tests.smtp_server import Handler, SmtpServer
 from tests.test_daemon import Daemon, _create_feed, environment, seed, wait_for
 
+LONDON = ZoneInfo("Europe/London")
 DB_PASSWORD = "pg-Secret-7d1e9a"
 SMTP_PASSWORD = "smtp-Secret-3b8f41"
 
@@ -106,3 +108,71 @@ def test_secrets_stay_out_of_logs_health_metrics_audit_and_outbox(
             ("feed token", feed_secret),
         ]:
             assert secret not in content, f"the {name} appears in {where}"
+
+
+LEAKY_FAMILY = "{% for a in overdue %}{{ a.lead_agency }} {{ a.owner }} {{ a.text }}{% endfor %}\n"
+
+
+def test_a_family_template_cannot_list_actions(tmp_path: Path) -> None:
+    """A deployment rewrites family_update to list the overdue actions: `rules check` refuses
+    it, because a family update's context has counts, not actions."""
+    import shutil
+
+    from dhr_workflow import engine
+    from dhr_workflow.errors import InvalidInput
+
+    root = Path(__file__).resolve().parent.parent
+    templates = tmp_path / "templates"
+    shutil.copytree(root / "templates" / "email", templates)
+    (templates / "family_update.txt").write_text(LEAKY_FAMILY)
+    with pytest.raises(InvalidInput) as refused:
+        engine.load_rules(root / "rules", templates, LONDON)
+    assert "family_update" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    # The default family update renders from counts alone.
+    engine.load_rules(root / "rules", root / "templates" / "email", LONDON)
+
+
+def test_family_update_names_no_agency_worker_or_plan_text(store: db.Store, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from dhr_workflow import actions, contacts, engine, reviews
+    from tests.conftest import ACTOR, NOW
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "contacts.csv").write_text(
+        "agency,role,name,email,review\n"
+        "Northshire Constabulary,lead,Lee Lead,lead@police.example.org,\n"
+        ",chair,Chris Chair,chair@csp.example.org,\n"
+        ",family_liaison,Fay Liaison,fay@advocacy.example.org,R1\n"
+    )
+    with store.transaction() as s:
+        reviews.add(s, "R1", "Review one", now=NOW, actor=ACTOR, plan_agreed_on=dt.date(2023, 6, 1))
+        contacts.import_rows(
+            s, contacts.read_csv(tmp_path / "contacts.csv"), now=NOW, actor=ACTOR, source="c"
+        )
+        for n, (due, status) in enumerate(
+            [(dt.date(2023, 9, 30), "open"), (dt.date(2023, 10, 1), "completed"),
+             (dt.date(2024, 3, 31), "open"), (None, "open")], start=1,
+        ):  # fmt: skip
+            actions.create(
+                s, "R1", now=NOW, actor=ACTOR, recommendation=str(n),
+                recommendation_text="Confidential recommendation wording",
+                lead_agency="Northshire Constabulary", owner_text="DS Private Name",
+                text=f"Confidential action wording {n}", due_date=due,
+                due_basis="fixed" if due else "none", status=status,
+                review_reasons=[] if due else ["due: no target date"],
+            )  # fmt: skip
+    ruleset, templates = engine.load_rules(root / "rules", root / "templates" / "email", LONDON)
+    ctx = engine.Context(dt.datetime(2024, 1, 15, 10, tzinfo=LONDON), LONDON, "england", templates)
+    with store.reading() as s:
+        result = engine.evaluate(s, ruleset, ctx, only=["six-monthly-report"])
+    [family] = [m for m in result.messages if m.template == "family_update"]
+    [report] = [m for m in result.messages if m.template == "partnership_report"]
+    assert report.rendered is not None and "Northshire Constabulary" in report.rendered.text
+    assert family.rendered is not None
+    shown = family.rendered.subject + family.rendered.text + (family.rendered.html or "")
+    assert "1 action has taken longer than planned" in family.rendered.text
+    for internal in ("Northshire", "Constabulary", "DS Private Name", "Lee Lead",
+                     "lead@police", "Confidential", "Chris Chair"):  # fmt: skip
+        assert internal not in shown, internal
