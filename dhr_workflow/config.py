@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     send_interval_seconds: float = Field(default=30.0, gt=0)
     # Feeds carry review ref, recommendation, agency and date; "full" adds plan text.
     feed_detail: Literal["minimal", "full"] = "minimal"
+    # A feed's version stamp is reused this long: a burst of calendar clients costs one query.
+    # Changes and revocations show in feeds at most this much later.
+    feed_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)

@@ -110,6 +110,7 @@ def create_app(store: Store, settings: Settings, health: Health, metrics: Metric
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     cache = FeedCache()
+    versions = VersionCache(settings.feed_cache_seconds)
     misses = MissLimiter()
 
     async def feed(request: Request) -> Response:
@@ -122,7 +123,11 @@ def create_app(store: Store, settings: Settings, health: Health, metrics: Metric
             )
         secret = request.path_params["token"]
         include = request.query_params.get("include") == "completed"
-        tag = await asyncio.to_thread(_feed_version, store, settings, secret, include)
+        tag = versions.get((secret, include), time.monotonic())
+        if tag is None:
+            tag = await asyncio.to_thread(_feed_version, store, settings, secret, include)
+            if tag is not None:  # only live tokens: a guess always costs the same
+                versions.put((secret, include), tag, time.monotonic())
         if tag is None:
             misses.record(client, time.monotonic())
             return PlainTextResponse("Not Found", status_code=404)  # no hint why
@@ -178,6 +183,28 @@ class MissLimiter:
         while times and now - times[0] > self.window:
             times.popleft()
         return len(times) > self.limit
+
+
+class VersionCache:
+    """Live feeds' version stamps for a few seconds, so that a burst of clients polling one
+    feed costs one query and a 304 costs none. Bounded; a change or a revocation shows within
+    ``ttl`` seconds."""
+
+    def __init__(self, ttl: float, size: int = 4096) -> None:
+        self.ttl, self.size = ttl, size
+        self.tags: OrderedDict[tuple[str, bool], tuple[str, float]] = OrderedDict()
+
+    def get(self, key: tuple[str, bool], now: float) -> str | None:
+        found = self.tags.get(key)
+        if found is None or now - found[1] >= self.ttl:
+            return None
+        return found[0]
+
+    def put(self, key: tuple[str, bool], tag: str, now: float) -> None:
+        self.tags[key] = (tag, now)
+        self.tags.move_to_end(key)
+        while len(self.tags) > self.size:
+            self.tags.popitem(last=False)
 
 
 class FeedCache:

@@ -23,7 +23,8 @@ def client(store: db.Store) -> Callable[..., TestClient]:
     def make(**settings: Any) -> TestClient:
         app = create_app(
             store,
-            Settings(_env_file=None, **settings),  # type: ignore[call-arg]
+            # Version stamps not reused unless a test asks: most tests change data and look.
+            Settings(_env_file=None, **({"feed_cache_seconds": 0} | settings)),  # type: ignore[call-arg]
             Health(scheduler_running=True),
             Metrics(),
         )
@@ -243,3 +244,39 @@ def test_miss_limiter_forgets_after_the_window() -> None:
     assert limiter.blocked("a", 3.0)
     assert not limiter.blocked("b", 3.0)
     assert not limiter.blocked("a", 12.5)
+
+
+def test_version_stamp_is_reused_for_a_few_seconds(store: db.Store, client: Any) -> None:
+    """A burst of clients costs one query: within DHR_FEED_CACHE_SECONDS a change is not yet
+    seen (and a 304 needs no database at all); after it, it is."""
+    ids = _plan(store)
+    secret = _token(store)
+    http = client(feed_cache_seconds=3600)
+    first = http.get(f"/feeds/{secret}.ics")
+    with store.transaction() as s:
+        actions.update(
+            s, ids["open"], actions.ActionChange(due=dt.date(2024, 5, 31), reason="moved"),
+            today=dt.date(2024, 1, 1), now=NOW, actor=ACTOR,
+        )  # fmt: skip
+    cached = http.get(f"/feeds/{secret}.ics", headers={"If-None-Match": first.headers["etag"]})
+    assert cached.status_code == 304
+    fresh = client(feed_cache_seconds=0).get(
+        f"/feeds/{secret}.ics", headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert fresh.status_code == 200
+    assert fresh.headers["etag"] != first.headers["etag"]
+    assert http.get("/feeds/not-a-token.ics").status_code == 404  # misses are never cached
+
+
+def test_version_cache_expires_and_is_bounded() -> None:
+    from dhr_workflow.web import VersionCache
+
+    cache = VersionCache(ttl=5, size=2)
+    cache.put(("a", False), '"1"', now=100.0)
+    assert cache.get(("a", False), now=104.9) == '"1"'
+    assert cache.get(("a", False), now=105.0) is None
+    assert cache.get(("a", True), now=101.0) is None  # ?include=completed is its own feed
+    cache.put(("b", False), '"2"', now=101.0)
+    cache.put(("c", False), '"3"', now=101.0)
+    assert cache.get(("a", False), now=102.0) is None  # the oldest went first
+    assert len(cache.tags) == 2
