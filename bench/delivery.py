@@ -143,7 +143,7 @@ def _paragraph(opts: Options) -> str:
         "4 KB each) sent to an aiosmtpd server on loopback that accepts and discards. The "
         "ceiling is a bare aiosmtplib client sending the same prebuilt messages over one "
         "connection, run alternately with our sender so both see the same machine. Our sender "
-        "does the whole job: claim a batch, build each message, send, record each outcome and "
-        "its audit event. The SQLite figure is `bench/outbox.py`'s own measurement; on "
+        "does the whole job: claim a batch, build each message, send, record the outcomes and "
+        "their audit events. The SQLite figure is `bench/outbox.py`'s own measurement; on "
         "PostgreSQL the same loop drains a fresh database."
     )

@@ -60,7 +60,7 @@ class Level:
 
 def feeds_section(opts: Options, tmp: str) -> Section:
     sec = Section("feeds", "Feeds under concurrent load", FEED_HEADERS)
-    size = 0
+    size, rates = 0, []  # per backend: 304s per second at each level
     for backend in opts.backends:
         try:
             levels = _serve_and_load(backend, opts, tmp)
@@ -80,7 +80,8 @@ def feeds_section(opts: Options, tmp: str) -> Section:
                 )
             )
         size = levels[0].size
-    sec.paragraph = _feed_paragraph(opts, size)
+        rates.append((backend, [len(lv.conditional) / lv.conditional_wall for lv in levels]))
+    sec.paragraph = _feed_paragraph(opts, size) + _saturation(rates)
     return sec
 
 
@@ -174,6 +175,21 @@ def _feed_paragraph(opts: Options, size: int) -> str:
         "The load generator runs on the same cores as the daemon, so under load part of each "
         "figure is the clients' own work of sending requests and receiving bodies."
     )
+
+
+def _saturation(rates: list[tuple[str, list[float]]]) -> str:
+    """Whether more clients got more 304s per second, or only longer waits."""
+    said = []
+    for backend, per_level in rates:
+        first, last = per_level[0], per_level[-1]
+        shape = (
+            "flat: the daemon is already busy with one client, so more clients only wait in line"
+            if last < 1.5 * first
+            else "rising: the daemon had capacity to spare for more clients"
+        )
+        steps = " → ".join(f"{r:,.0f}" for r in per_level)
+        said.append(f"on {backend} {steps} requests/s ({shape})")
+    return f" 304 throughput by number of clients: {'; '.join(said)}." if said else ""
 
 
 # --- wrong tokens ----------------------------------------------------------------------------

@@ -47,6 +47,7 @@ class PlanFigures:
 
 def section(opts: Options, tmp: str) -> Section:
     sec = Section("import", "Plan import", HEADERS)
+    done = []
     for path in sorted(PLANS.glob("*.txt")):
         try:
             f = measure(path, opts.runs, tmp)
@@ -54,7 +55,8 @@ def section(opts: Options, tmp: str) -> Section:
             sec.rows.append([path.name, f"failed: {one_line(exc)}", *[""] * 8])
             continue
         sec.rows.append(_row(f))
-    sec.paragraph = _paragraph(opts)
+        done.append(f)
+    sec.paragraph = _paragraph(opts) + _ranges(done)
     return sec
 
 
@@ -110,6 +112,22 @@ def _cli_import(url: str, path: Path, tmp: str) -> float:
     start = time.perf_counter()
     subprocess.run(command, cwd=tmp, env=env, check=True, capture_output=True)
     return time.perf_counter() - start
+
+
+def _ranges(done: list[PlanFigures]) -> str:
+    if not done:
+        return ""
+
+    def span(values: list[float]) -> str:
+        return f"{seconds(min(values))}–{seconds(max(values))}"
+
+    per_page = [median(f.full) / f.pages for f in done]
+    times = [median(f.full) / median(f.parse) for f in done]
+    return (
+        f" In this run: {span(per_page)} a page, the import {min(times):.0f}–{max(times):.0f}× "
+        "the reading and parsing (so the time is in matching and writing, not in reading the "
+        f"text), and {span([median(f.cli) for f in done])} for a coordinator at the command line."
+    )
 
 
 def _paragraph(opts: Options) -> str:

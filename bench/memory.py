@@ -37,6 +37,7 @@ class Memory:
 def section(opts: Options, tmp: str) -> Section:
     sec = Section("rss", f"Daemon memory at {opts.rss_actions:,} actions", HEADERS)
     runs = min(opts.runs, RUNS)
+    growth = []
     for backend in opts.backends:
         try:
             m = measure(backend, opts.rss_actions, runs, tmp)
@@ -45,6 +46,8 @@ def section(opts: Options, tmp: str) -> Section:
             continue
         after, met = median(m.after), median(m.after) < TARGET_MB
         sec.rows.append(_row(backend, m))
+        held, peak = median(m.after) - median(m.idle), median(m.peak) - median(m.idle)
+        growth.append(f"{held:.0f} MB on {backend} ({peak:.0f} MB at its peak)")
         sec.targets.append(
             Target(
                 f"daemon RSS after catch-up over {opts.rss_actions:,} actions, {backend}",
@@ -54,6 +57,10 @@ def section(opts: Options, tmp: str) -> Section:
             )
         )
     sec.paragraph = _paragraph(opts, runs)
+    if growth:
+        sec.paragraph += (
+            f" After the catch-up tick the daemon holds {', '.join(growth)} more than idle."
+        )
     return sec
 
 

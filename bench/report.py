@@ -23,6 +23,7 @@ class Options:
     requests: int  # per client and kind of request
     lookups: int  # token lookups per kind
     rss_actions: int
+    profile: str | None = None  # a directory: the tick section writes where its time goes
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,18 @@ class Section:
     error: str | None = None
     seconds: float = 0.0
     load: str = ""  # the machine's load average around the section
+
+
+def target_summary(targets: Sequence[Target]) -> str:
+    """One sentence: which of the issue's targets this section met and missed."""
+    if not targets:
+        return ""
+    met = [t for t in targets if t.met]
+    missed = [t for t in targets if not t.met]
+    text = f"Against the issue's targets: {len(met)} met, {len(missed)} missed"
+    if missed:
+        text += " (" + "; ".join(f"{t.what}: {t.result}, target {t.target}" for t in missed) + ")"
+    return text + "."
 
 
 def median(values: Sequence[float]) -> float:

@@ -33,7 +33,14 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench import delivery, feeds, importer, memory, stores, tick  # noqa: E402
-from bench.report import Options, Section, markdown_table, one_line, verdict  # noqa: E402
+from bench.report import (  # noqa: E402
+    Options,
+    Section,
+    markdown_table,
+    one_line,
+    target_summary,
+    verdict,
+)
 
 SECTIONS: dict[str, Callable[[Options, str], Section]] = {
     "tick": tick.section,
@@ -64,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path 
     parser.add_argument("--requests", type=int, help="requests per feed client and kind")
     parser.add_argument("--lookups", type=int, help="token lookups per kind")
     parser.add_argument("--rss-actions", type=int, help="actions for the daemon memory figure")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="tick: also write SQL timings, cProfile and plans here"
+    )
     parser.add_argument("--pg-url", default=stores.PG_ADMIN_URL, help="PostgreSQL to create in")
     parser.add_argument(
         "--output",
@@ -100,6 +110,7 @@ def _options(args: argparse.Namespace) -> Options:
         requests=int(str(pick("requests"))),
         lookups=int(str(pick("lookups"))),
         rss_actions=int(str(pick("rss_actions"))),
+        profile=args.profile,
     )
 
 
@@ -194,8 +205,9 @@ def render_section(section: Section) -> str:
         parts += [f"**This section failed:** {section.error}", ""]
     if section.rows:
         parts += [markdown_table(section.headers, section.rows), ""]
-    if section.paragraph:
-        parts += [section.paragraph, ""]
+    text = " ".join(p for p in (section.paragraph, target_summary(section.targets)) if p)
+    if text:
+        parts += [text, ""]
     parts += [f"*{section.seconds:.0f} s; load average {section.load}.*", ""]
     return "\n".join(parts)
 
@@ -220,14 +232,16 @@ def render_document(
         "## How to run",
         "",
         "```sh",
-        ".venv/bin/python bench/run.py                 # everything (this file); about an hour",
+        ".venv/bin/python bench/run.py                 # everything: this file",
         ".venv/bin/python bench/run.py --quick         # small sizes, a smoke run, no file",
         ".venv/bin/python bench/run.py --only tick --sizes 1000000 --backends postgresql",
         "```",
         "",
         "PostgreSQL comes from `--pg-url` (default: the loopback server, user postgres); the "
-        "runner creates a database per measurement and drops it afterwards. This file came "
-        f"from: `{command}`",
+        "runner creates a database per measurement and drops it afterwards. `--profile DIR` "
+        "also writes, per tick size, the SQL statements with their times, a cProfile and the "
+        f"query plans. This file came from `{command}`, which took "
+        f"{sum(s.seconds for s in sections) / 60:.0f} minutes.",
         "",
         "## Machine",
         "",
