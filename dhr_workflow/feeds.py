@@ -104,10 +104,14 @@ def list_all(session: Session) -> list[FeedToken]:
 def lookup(session: Session, secret: str) -> FeedToken | None:
     """The live token for a secret, or None (unknown and revoked look the same)."""
     digest = _digest(secret)
-    token = session.scalar(select(FeedToken).where(FeedToken.token_hash == digest))
+    # Revoked tokens are filtered in SQL, not after loading: a revoked token then costs what
+    # any wrong guess costs (no timing hint that it was once valid).
+    token = session.scalar(
+        select(FeedToken).where(FeedToken.token_hash == digest, FeedToken.revoked_at.is_(None))
+    )
     if token is None or not hmac.compare_digest(token.token_hash, digest):
         return None
-    return None if token.revoked_at is not None else token
+    return token
 
 
 def _scope(session: Session, token: FeedToken, include_completed: bool) -> list[Any]:
