@@ -90,8 +90,16 @@ class Daemon:
             self.running.discard(name)
 
     async def _tick_once(self, only: list[str] | None, name: str) -> None:
+        work = asyncio.ensure_future(asyncio.to_thread(self._tick_sync, only))
         try:
-            enqueued = await asyncio.wait_for(asyncio.to_thread(self._tick_sync, only), JOB_TIMEOUT)
+            done, _ = await asyncio.wait({work}, timeout=JOB_TIMEOUT)
+            if not done:
+                # A tick is database work in a thread: giving up on it would not stop it, only
+                # let the next run start beside it. Say so, and let later runs wait (the first
+                # tick over a large store can take many minutes).
+                log.warning("tick %s still running after %d s", name, JOB_TIMEOUT)
+                await asyncio.wait({work})
+            enqueued = work.result()
         except Exception as exc:  # a job never dies silently: logged, audited, shown
             await asyncio.to_thread(self._job_failed, f"tick:{name}", exc)
             return

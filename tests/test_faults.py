@@ -648,3 +648,47 @@ def test_sigkill_in_a_send_burst_loses_nothing(tmp_path: Path, daemons: list[Dae
     repeats = len(received) - len(set(received))
     assert repeats <= batch, f"{repeats} repeated: more than the batch in flight"
     print(f"\nSIGKILL after {at_kill} of {len(expected)} sent: none lost, {repeats} repeated")
+
+
+def test_a_tick_slower_than_the_job_timeout_is_waited_for_not_doubled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first tick over a very large store can outlast the job timeout. Abandoning it
+    would not stop its thread, only let the next run start beside it: it is reported and
+    waited for, and a run due meanwhile is skipped."""
+    import threading
+
+    from dhr_workflow import daemon as daemon_module
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    seed(url, tmp_path, overdue=0, undated=0)
+    settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    running, runs = threading.Lock(), []
+
+    def slow_tick(self: Any, only: list[str] | None) -> int:
+        assert running.acquire(blocking=False), "two ticks ran at once"
+        try:
+            time.sleep(0.6)
+            runs.append(only)
+            return 0
+        finally:
+            running.release()
+
+    monkeypatch.setattr(daemon_module, "JOB_TIMEOUT", 0.2)
+    monkeypatch.setattr(daemon_module.Daemon, "_tick_sync", slow_tick)
+    d = daemon_module.Daemon(settings)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(d._tick(["deadline"]))
+        await asyncio.sleep(0.4)  # past the timeout, the first still running
+        await d._tick(["deadline"])  # due again meanwhile: skipped
+        await first
+
+    with caplog.at_level("WARNING", logger="dhr_workflow.daemon"):
+        asyncio.run(scenario())
+    d.store.dispose()
+    assert runs == [["deadline"]]
+    assert "tick deadline still running after" in caplog.text
+    assert "tick deadline skipped" in caplog.text
+    assert d.health.job_errors == {}
+    assert "deadline" in d.health.last_tick
