@@ -4,8 +4,9 @@
 
 A real SMTP server (aiosmtpd) on 127.0.0.1 accepts and discards. The ceiling is a bare
 aiosmtplib client sending the same prebuilt messages over one connection; the figure is the
-outbox sender (claim a batch, build each message, send, record the outcome and its audit
-event) draining N pending digests from a SQLite store. Medians of several runs.
+outbox sender (claim a batch, build each message, send, record the outcomes and their audit
+events a group at a time) draining N pending digests from a SQLite store. Medians of several
+runs; each run times the raw client and then the outbox, so both see the same machine load.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Claim, then act: a batch of due rows is claimed in one short transaction (FOR UPDATE SKIP
 LOCKED on PostgreSQL; SQLite's single writer plus a lease column elsewhere), sent with no
-database lock held, and each outcome recorded only if this sender still holds the lease. A
-sender that crashes after sending but before recording leaves its lease to expire: the message
-is sent again (same Message-ID) — repeated once at worst, never lost.
+database lock held, and each outcome recorded only if this sender still holds the lease.
+Outcomes are written a small group at a time (RECORD_EVERY), each with its own audit event. A
+sender that crashes after sending but before recording leaves its lease to expire: the messages
+of the unrecorded group are sent again (same Message-ID) — repeated once at worst, never lost.
 
     pending --claim--> sending --sent--> sent
                           |--temporary failure--> pending (backoff) ... --> dead
@@ -17,6 +18,7 @@ import asyncio
 import datetime as dt
 import random
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +47,10 @@ class BatchResult:
     failed: list[int] = field(default_factory=list)
     dead: list[int] = field(default_factory=list)
     lost_lease: list[int] = field(default_factory=list)
+
+    def extend(self, other: BatchResult) -> None:
+        for name in ("sent", "retried", "failed", "dead", "lost_lease"):
+            getattr(self, name).extend(getattr(other, name))
 
     @property
     def claimed(self) -> int:
@@ -94,6 +100,15 @@ def backoff(attempts: int, base: float, rng: random.Random) -> dt.timedelta:
     return dt.timedelta(seconds=base * (2 ** (attempts - 1)) * rng.uniform(0.8, 1.2))
 
 
+# Outcomes are written in small groups, one transaction each: a transaction and an audit
+# chain append per message cost more than the SMTP exchange itself. A crash between sending
+# and recording repeats at most the unrecorded group (same Message-ID), never loses it.
+RECORD_EVERY = 25  # messages
+RECORD_SECONDS = 0.2  # ... or once the oldest is this old (checked as each send ends)
+
+Outcome = tuple[str, str | None]  # ("sent" | "failed" | "retry", error or refusals)
+
+
 async def send_batch(
     store: Store,
     transport: Transport,
@@ -108,8 +123,8 @@ async def send_batch(
 ) -> BatchResult:
     """Claim one batch and try each message once. Time comes from ``clock``. Database work
     runs in a thread so the event loop (HTTP, the scheduler, signals) never waits on a lock.
-    When ``stop()`` turns true, the messages not yet tried are released for the next sender."""
-    rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+    Outcomes are recorded in groups (see RECORD_EVERY) and always before returning. When
+    ``stop()`` turns true, the messages not yet tried are released for the next sender."""
     window = parse_window(settings.send_window) if settings.send_window else None
     if window and not window.contains(clock(), settings.tz, settings.holidays_region):
         return BatchResult()  # quiet hours: messages wait in the outbox
@@ -117,35 +132,75 @@ async def send_batch(
     ids, notes = await asyncio.to_thread(
         _claim_batch, store, owner, clock(), settings.mail_batch_size, lease
     )
-    result = BatchResult()
+    recorder = _Recorder(
+        store, owner, settings, clock, actor, templates,
+        rng or random.Random(),  # noqa: S311 - jitter, not secrets
+    )  # fmt: skip
     if not ids:
-        return result
+        return recorder.result
     async with transport:
-        for position, note_id in enumerate(ids):
-            if stop is not None and stop():
-                await asyncio.to_thread(release, store, ids[position:], owner)
-                break
-            note = notes[note_id]
-            message = messages.build(note, mail_from=settings.mail_from, now=clock())
-            try:
-                refused = await transport.send(message, messages.recipients(note))
-                outcome: tuple[str, str | None] = ("sent", _refusals(refused))
-            except DeliveryError as exc:
-                outcome = ("failed" if exc.permanent else "retry", str(exc))
-            await asyncio.to_thread(
-                _record_in,
-                store,
-                note_id,
-                outcome,
-                owner,
-                clock(),
-                settings,
-                rng,
-                result,
-                actor,
-                templates,
-            )
-    return result
+        try:
+            for position, note_id in enumerate(ids):
+                if stop is not None and stop():
+                    await recorder.flush()
+                    await asyncio.to_thread(release, store, ids[position:], owner)
+                    break
+                recorder.add(note_id, await _attempt(transport, notes[note_id], settings, clock))
+                if recorder.due():
+                    await recorder.flush()
+        finally:
+            await recorder.flush()  # a batch cut short still records what it sent
+    return recorder.result
+
+
+async def _attempt(
+    transport: Transport, note: Notification, settings: Settings, clock: Callable[[], dt.datetime]
+) -> Outcome:
+    message = messages.build(note, mail_from=settings.mail_from, now=clock())
+    try:
+        refused = await transport.send(message, messages.recipients(note))
+    except DeliveryError as exc:
+        return ("failed" if exc.permanent else "retry", str(exc))
+    return ("sent", _refusals(refused))
+
+
+@dataclass
+class _Recorder:
+    """Outcomes not yet written, and the one place that writes them (a group at a time)."""
+
+    store: Store
+    owner: str
+    settings: Settings
+    clock: Callable[[], dt.datetime]
+    actor: str
+    templates: Templates | None
+    rng: random.Random
+    pending: list[tuple[int, Outcome, dt.datetime]] = field(default_factory=list)
+    oldest: float = 0.0  # time.monotonic() of the first pending outcome
+    result: BatchResult = field(default_factory=BatchResult)
+
+    def add(self, note_id: int, outcome: Outcome) -> None:
+        if not self.pending:
+            self.oldest = time.monotonic()
+        self.pending.append((note_id, outcome, self.clock()))
+
+    def due(self) -> bool:
+        return len(self.pending) >= RECORD_EVERY or time.monotonic() - self.oldest >= RECORD_SECONDS
+
+    async def flush(self) -> None:
+        # Taken off the list first: a failed write is not retried by the caller's finally
+        # (those messages keep their lease and are sent again when it expires).
+        group, self.pending = self.pending, []
+        if group:
+            done = await asyncio.to_thread(self._write, group)
+            self.result.extend(done)
+
+    def _write(self, group: list[tuple[int, Outcome, dt.datetime]]) -> BatchResult:
+        with self.store.transaction() as s:
+            return record_outcomes(
+                s, group, owner=self.owner, now=self.clock(), settings=self.settings,
+                rng=self.rng, actor=self.actor, templates=self.templates,
+            )  # fmt: skip
 
 
 def _claim_batch(
@@ -159,33 +214,6 @@ def _claim_batch(
         return ids, {
             n.id: n for n in s.scalars(select(Notification).where(Notification.id.in_(ids)))
         }
-
-
-def _record_in(
-    store: Store,
-    note_id: int,
-    outcome: tuple[str, str | None],
-    owner: str,
-    now: dt.datetime,
-    settings: Settings,
-    rng: random.Random,
-    result: BatchResult,
-    actor: str,
-    templates: Templates | None,
-) -> None:
-    with store.transaction() as s:
-        _record(
-            s,
-            note_id,
-            outcome,
-            owner=owner,
-            now=now,
-            settings=settings,
-            rng=rng,
-            result=result,
-            actor=actor,
-            templates=templates,
-        )
 
 
 def release(store: Store, ids: list[int], owner: str) -> None:
@@ -208,56 +236,103 @@ def _refusals(refused: dict[str, str]) -> str | None:
     return "some recipients refused: " + "; ".join(f"{a}: {r}" for a, r in refused.items())
 
 
-def _record(
+def record_outcomes(
     session: Session,
-    note_id: int,
-    outcome: tuple[str, str | None],
+    group: list[tuple[int, Outcome, dt.datetime]],
     *,
     owner: str,
     now: dt.datetime,
     settings: Settings,
     rng: random.Random,
-    result: BatchResult,
     actor: str,
     templates: Templates | None,
+) -> BatchResult:
+    """Write a group of (id, outcome, when) in the caller's transaction: one locked read of
+    the rows this sender still holds, their new states, one audit event per outcome appended
+    at once, then any failure notices. A row another sender took over is left to it."""
+    held = _still_held(session, [note_id for note_id, _, _ in group], owner)
+    done = BatchResult()
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    for note_id, outcome, at in group:
+        note = held.get(note_id)
+        if note is None:
+            done.lost_lease.append(note_id)  # another sender took it over; it records
+            continue
+        _apply(note, outcome, at, settings, rng, done)
+        events.append(_event(note))
+    session.flush()
+    audit.record_many(session, now=now, actor=actor, events=events)
+    if templates is not None:
+        for note_id, outcome, _ in group:
+            note = held.get(note_id)
+            if note is not None and _worth_telling(note, outcome):
+                tell_coordinator(
+                    session, note, templates, now=now, actor=actor, problem=outcome[1] or ""
+                )
+    return done
+
+
+def _still_held(session: Session, ids: list[int], owner: str) -> dict[int, Notification]:
+    # One query for the group instead of a get per row. FOR UPDATE (PostgreSQL) so a sender
+    # re-claiming an expired lease cannot slip in between this read and our write; SQLite's
+    # BEGIN IMMEDIATE already keeps other writers out.
+    rows = session.scalars(
+        select(Notification)
+        .where(
+            Notification.id.in_(ids),
+            Notification.state == "sending",
+            Notification.lease_owner == owner,
+        )
+        .with_for_update()
+    )
+    return {note.id: note for note in rows}
+
+
+def _apply(
+    note: Notification,
+    outcome: Outcome,
+    at: dt.datetime,
+    settings: Settings,
+    rng: random.Random,
+    done: BatchResult,
 ) -> None:
-    note = session.get_one(Notification, note_id)
-    if note.state != "sending" or note.lease_owner != owner:
-        result.lost_lease.append(note_id)  # another sender took it over; it records
-        return
+    """The row's next state after one attempt ended at ``at``."""
     kind, error = outcome
     note.attempts += 1
     note.lease_owner, note.lease_until, note.last_error = None, None, error
     if kind == "sent":
-        note.state, note.sent_at = "sent", now
-        result.sent.append(note_id)
+        note.state, note.sent_at = "sent", at
+        done.sent.append(note.id)
     elif kind == "failed":
         note.state = "failed"
-        result.failed.append(note_id)
+        done.failed.append(note.id)
     elif note.attempts >= settings.mail_max_attempts:
         note.state = "dead"
-        result.dead.append(note_id)
+        done.dead.append(note.id)
     else:
         note.state = "pending"
-        note.next_attempt_at = now + backoff(note.attempts, settings.mail_retry_seconds, rng)
-        result.retried.append(note_id)
-    session.flush()
-    audit.record(
-        session,
-        now=now,
-        actor=actor,
-        kind=f"notification.{note.state}",
-        subject=f"notification:{note.id}",
-        data={
+        note.next_attempt_at = at + backoff(note.attempts, settings.mail_retry_seconds, rng)
+        done.retried.append(note.id)
+
+
+def _worth_telling(note: Notification, outcome: Outcome) -> bool:
+    """Given up on, or delivered with some recipients refused: a person has to act."""
+    kind, error = outcome
+    return note.state in ("failed", "dead") or (kind == "sent" and error is not None)
+
+
+def _event(note: Notification) -> tuple[str, str, dict[str, Any]]:
+    return (
+        f"notification.{note.state}",
+        f"notification:{note.id}",
+        {
             "attempts": note.attempts,
-            "error": error,
+            "error": note.last_error,
             "to": note.to_addrs,
             "message_id": note.message_id,
             "next_attempt_at": note.next_attempt_at if note.state == "pending" else None,
         },
     )
-    if (note.state in ("failed", "dead") or (kind == "sent" and error)) and templates:
-        tell_coordinator(session, note, templates, now=now, actor=actor, problem=error or "")
 
 
 def tell_coordinator(
@@ -333,7 +408,12 @@ def tell_coordinator(
         actor=actor,
         kind="notification.enqueue",
         subject=f"notification:{notice.id}",
-        data={"template": FAILURE_TEMPLATE, "to": to, "about": note.id},
+        data={
+            "template": FAILURE_TEMPLATE,
+            "to": to,
+            "about": note.id,
+            "message_id": notice.message_id,
+        },
     )
     return notice
 
