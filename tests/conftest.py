@@ -172,3 +172,12 @@ def unguarded(store: db.Store) -> Iterator[db.Store]:
                     "audit_event FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()"
                 )
             )
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Any]]:
+    """`dhr-workflow run` processes a test starts: killed at the end, whatever happened."""
+    running: list[Any] = []
+    yield running
+    for d in running:
+        d.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,14 +21,6 @@ from tests.test_daemon import Daemon, _create_feed, environment, seed, wait_for
 LONDON = ZoneInfo("Europe/London")
 DB_PASSWORD = "pg-Secret-7d1e9a"
 SMTP_PASSWORD = "smtp-Secret-3b8f41"
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    running: list[Daemon] = []
-    yield running
-    for d in running:
-        d.close()
 
 
 def _cli(env: dict[str, str], cwd: Path, *args: str) -> str:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,14 +150,6 @@ def environment(url: str, smtp_port: int, **extra: str) -> dict[str, str]:
         "DHR_MAIL_FROM": "dhr@csp.example.org", **extra,
     })  # fmt: skip
     return env
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    running: list[Daemon] = []
-    yield running
-    for d in running:
-        d.close()
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ from dhr_workflow.transports import SmtpTransport
 from tests.conftest import ACTOR, NOW, CliFn
 from tests.smtp_server import Handler, SmtpServer, free_port
 from tests.test_daemon import Daemon, environment, seed, wait_for
+from tests.test_delivery import Clock
 
 pytestmark = pytest.mark.faults
 
@@ -49,17 +50,6 @@ Health,lead,Hal Lead,lead@health.example.org
 Probation,lead,Pat Lead,lead@probation.example.org
 ,coordinator,Cat Coordinator,coordinator@csp.example.org
 """
-
-
-class Clock:
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += dt.timedelta(**kw)
 
 
 def enqueue_three(store: db.Store, tmp_path: Path) -> dt.datetime:
@@ -538,14 +528,6 @@ def restart_postgres(url: str, down_for: float, during: Callable[[], None]) -> s
         )
     admin.dispose()
     return "terminated every connection"
-
-
-@pytest.fixture
-def daemons() -> Any:
-    running: list[Daemon] = []
-    yield running
-    for d in running:
-        d.close()
 
 
 @pytest.mark.slow
