@@ -163,6 +163,9 @@ class Daemon:
                     len(batch.failed),
                     len(batch.dead),
                 )
+                if batch.errors:  # an operator reading the log should see why, not only how many
+                    reasons = "; ".join(sorted(set(batch.errors))[:3])
+                    log.warning("sender: %d not delivered: %s", len(batch.errors), reasons)
                 if len(batch.sent) + len(batch.failed) > 0:
                     self.wake.set()  # there may be more due right away
 

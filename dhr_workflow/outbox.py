@@ -47,9 +47,10 @@ class BatchResult:
     failed: list[int] = field(default_factory=list)
     dead: list[int] = field(default_factory=list)
     lost_lease: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # why messages were not delivered
 
     def extend(self, other: BatchResult) -> None:
-        for name in ("sent", "retried", "failed", "dead", "lost_lease"):
+        for name in ("sent", "retried", "failed", "dead", "lost_lease", "errors"):
             getattr(self, name).extend(getattr(other, name))
 
     @property
@@ -300,6 +301,8 @@ def _apply(
     kind, error = outcome
     note.attempts += 1
     note.lease_owner, note.lease_until, note.last_error = None, None, error
+    if error is not None and kind != "sent":
+        done.errors.append(error)
     if kind == "sent":
         note.state, note.sent_at = "sent", at
         done.sent.append(note.id)
