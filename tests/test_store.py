@@ -53,16 +53,24 @@ def test_models_match_migrations(store: db.Store) -> None:
 
 def test_schema_check(store: db.Store) -> None:
     db.check_schema(store.engine)  # current: passes
-    with store.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
-    with pytest.raises(
-        SchemaOutOfDate, match=r"out of date \(0001, need .*\); run `dhr-workflow init`"
-    ):
-        db.check_schema(store.engine)
-    with store.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
-    with pytest.raises(SchemaOutOfDate, match="newer than this version"):
-        db.check_schema(store.engine)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+        with pytest.raises(
+            SchemaOutOfDate, match=r"out of date \(0001, need .*\); run `dhr-workflow init`"
+        ):
+            db.check_schema(store.engine)
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+        with pytest.raises(SchemaOutOfDate, match="newer than this version"):
+            db.check_schema(store.engine)
+    finally:
+        # The PostgreSQL database is shared by the whole session: a later test that starts
+        # the daemon on it must find the real revision, whatever order the tests run in.
+        with store.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE alembic_version SET version_num = :v"), {"v": db.head_revision()}
+            )
 
 
 def test_empty_database_is_refused(tmp_path: Any) -> None:
