@@ -63,9 +63,7 @@ def start(url: str, cwd: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 def store_with(n: int, tmp: str) -> tuple[str, str]:
     url = f"sqlite:///{tmp}/bench-{n}.db"
-    eng = db.make_engine(url, create=True)
-    db.upgrade(eng)
-    eng.dispose()
+    db.migrate(url)
     store = db.Store(url)
     populate(store, n)
     with store.transaction() as s:

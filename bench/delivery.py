@@ -16,10 +16,8 @@ from aiosmtpd.controller import Controller
 from bench import outbox as bench_outbox
 from bench.report import Options, Section, Target, median, one_line, percent, verdict
 from bench.stores import fresh, say
-from dhr_workflow import db, messages, outbox
-from dhr_workflow.config import Settings
+from dhr_workflow import messages
 from dhr_workflow.models import Notification
-from dhr_workflow.transports import SmtpTransport
 from tests.smtp_server import free_port
 
 TARGET = 0.5  # issue #7: the sender at half the raw client's rate or better
@@ -82,41 +80,9 @@ def _runs(
             ours.append(bench_outbox.run_outbox(port, opts.messages, BATCH))
         else:
             with fresh(backend, f"outbox-{run}", tmp) as url:
-                ours.append(_drain(url, port, opts.messages))
+                ours.append(bench_outbox.drain(url, port, opts.messages, BATCH))
         say(f"outbox: {backend} run {run + 1}: raw {raw[-1]:.2f} s, sender {ours[-1]:.2f} s")
     return raw, ours
-
-
-def _drain(url: str, port: int, n: int) -> float:
-    """``bench/outbox.py``'s run_outbox, on any store: seconds to send N pending digests."""
-    store = db.Store(url)
-    try:
-        bench_outbox.populate(store, n)
-        settings = Settings(
-            _env_file=None,
-            mail_transport="smtp",
-            smtp_host="127.0.0.1",  # type: ignore[call-arg]
-            smtp_port=port,
-            smtp_security="none",
-            mail_batch_size=BATCH,
-        )
-        start, sent = time.perf_counter(), 0
-        while sent < n:
-            result = asyncio.run(
-                outbox.send_batch(
-                    store,
-                    SmtpTransport(settings),
-                    settings,
-                    clock=lambda: bench_outbox.NOW,
-                    owner="bench",
-                )
-            )
-            sent += len(result.sent)
-            if result.claimed == 0:
-                raise RuntimeError("outbox stalled")
-        return time.perf_counter() - start
-    finally:
-        store.dispose()
 
 
 def _row(backend: str, n: int, raw: list[float], ours: list[float]) -> list[str]:

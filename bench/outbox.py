@@ -70,12 +70,18 @@ async def raw_client(port: int, msgs: list[Any]) -> None:
 
 
 def run_outbox(port: int, n: int, batch: int) -> float:
+    """Seconds for our sender to send N pending digests from a fresh SQLite store."""
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
-        eng = db.make_engine(url, create=True)
-        db.upgrade(eng)
-        eng.dispose()
-        store = db.Store(url)
+        db.migrate(url)
+        return drain(url, port, n, batch)
+
+
+def drain(url: str, port: int, n: int, batch: int) -> float:
+    """Seconds for our sender to send N pending digests from the (empty, migrated) store at
+    ``url``: claim, build, send, record and audit, batch after batch."""
+    store = db.Store(url)
+    try:
         populate(store, n)
         settings = Settings(
             _env_file=None,
@@ -85,8 +91,7 @@ def run_outbox(port: int, n: int, batch: int) -> float:
             smtp_security="none",
             mail_batch_size=batch,
         )
-        start = time.perf_counter()
-        sent = 0
+        start, sent = time.perf_counter(), 0
         while sent < n:
             result = asyncio.run(
                 outbox.send_batch(
@@ -95,10 +100,10 @@ def run_outbox(port: int, n: int, batch: int) -> float:
             )
             sent += len(result.sent)
             if result.claimed == 0:
-                raise SystemExit("outbox stalled")
-        elapsed = time.perf_counter() - start
+                raise RuntimeError("outbox stalled")
+        return time.perf_counter() - start
+    finally:
         store.dispose()
-    return elapsed
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ def fresh(backend: str, name: str, tmp: str) -> Iterator[str]:
     """The URL of a new, migrated, empty store; a PostgreSQL database is dropped at the end."""
     if backend == "sqlite":
         url = f"sqlite:///{tmp}/{name}.db"
-        _migrate(url)
+        db.migrate(url)
         yield url
         return
     dbname = f"dhr_bench_{name}_{os.getpid()}".replace("-", "_").lower()
@@ -51,18 +51,12 @@ def fresh(backend: str, name: str, tmp: str) -> Iterator[str]:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}"'))
             conn.execute(text(f'CREATE DATABASE "{dbname}"'))
         url = make_url(PG_ADMIN_URL).set(database=dbname).render_as_string(hide_password=False)
-        _migrate(url)
+        db.migrate(url)
         yield url
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
         admin.dispose()
-
-
-def _migrate(url: str) -> None:
-    engine = db.make_engine(url, create=True)
-    db.upgrade(engine)
-    engine.dispose()
 
 
 def analyze(store: db.Store) -> None:

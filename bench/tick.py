@@ -395,9 +395,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite:///{tmp}/bench.db"
-        migrated = db.make_engine(url, create=True)
-        db.upgrade(migrated)
-        migrated.dispose()
+        db.migrate(url)
         f = measure(url, args.actions, args.runs)
     floor = statistics.median(f.floor)
     steady, again = statistics.median(f.steady), statistics.median(f.again)

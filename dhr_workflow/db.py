@@ -113,6 +113,16 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     return before, current_revision(engine)
 
 
+def migrate(url: str) -> None:
+    """Create the database if it is a new SQLite file, and bring its schema to the newest
+    revision (tests, benchmarks and examples start from an empty store this way)."""
+    engine = make_engine(url, create=True)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 def check_schema(engine: Engine) -> None:
     """Refuse to work on a database whose schema is missing or older than this code."""
     current, head = current_revision(engine), head_revision()

@@ -6,8 +6,9 @@ import asyncio
 import datetime as dt
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -125,7 +126,9 @@ def create_app(store: Store, settings: Settings, health: Health, metrics: Metric
         include = request.query_params.get("include") == "completed"
         tag = versions.get((secret, include), time.monotonic())
         if tag is None:
-            tag = await asyncio.to_thread(_feed_version, store, settings, secret, include)
+            tag = await asyncio.to_thread(
+                _for_token, feeds.fingerprint, store, settings, secret, include
+            )
             if tag is not None:  # only live tokens: a guess always costs the same
                 versions.put((secret, include), tag, time.monotonic())
         if tag is None:
@@ -136,7 +139,9 @@ def create_app(store: Store, settings: Settings, health: Health, metrics: Metric
             return Response(status_code=304, headers=headers)  # no render at all
         body = cache.get(tag)
         if body is None:
-            body = await asyncio.to_thread(_feed_body, store, settings, secret, include)
+            body = await asyncio.to_thread(
+                _for_token, feeds.render, store, settings, secret, include
+            )
             if body is None:
                 return PlainTextResponse("Not Found", status_code=404)
             cache.put(tag, body)
@@ -226,17 +231,15 @@ class FeedCache:
             self.bodies.popitem(last=False)
 
 
-def _feed_version(store: Store, settings: Settings, secret: str, include: bool) -> str | None:
+_T = TypeVar("_T")
+
+
+def _for_token(
+    make: Callable[..., _T], store: Store, settings: Settings, secret: str, include: bool
+) -> _T | None:
+    """``make`` (the feed's version stamp or its body) for a live token, or None."""
     with store.reading() as s:
         token = feeds.lookup(s, secret)
         if token is None:
             return None
-        return feeds.fingerprint(s, token, include_completed=include, detail=settings.feed_detail)
-
-
-def _feed_body(store: Store, settings: Settings, secret: str, include: bool) -> bytes | None:
-    with store.reading() as s:
-        token = feeds.lookup(s, secret)
-        if token is None:
-            return None
-        return feeds.render(s, token, include_completed=include, detail=settings.feed_detail)
+        return make(s, token, include_completed=include, detail=settings.feed_detail)

@@ -57,9 +57,7 @@ def pg_server_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    engine = db.make_engine(url, create=True)
-    db.upgrade(engine)
-    engine.dispose()
+    db.migrate(url)
     yield url
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -81,9 +79,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty database with the current schema, on each backend."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'store.db'}"
-        engine = db.make_engine(url, create=True)
-        db.upgrade(engine)
-        engine.dispose()
+        db.migrate(url)
         return url
     url: str = request.getfixturevalue("pg_server_url")
     _truncate_pg(url)

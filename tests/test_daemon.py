@@ -42,9 +42,7 @@ EVERY_MINUTE = """rules:
 
 
 def seed(url: str, tmp_path: Path, *, overdue: int = 2, undated: int = 1) -> None:
-    engine_ = db.make_engine(url, create=True)
-    db.upgrade(engine_)
-    engine_.dispose()
+    db.migrate(url)
     store = db.Store(url)
     people = tmp_path / "contacts.csv"
     people.write_text(CONTACTS)
@@ -275,7 +273,7 @@ def test_three_replicas_send_each_message_once(
     with engine_.begin() as conn:
         conn.execute(text("SELECT 1"))
     engine_.dispose()
-    _seed_many(pg_server_url, tmp_path, 1000)
+    due_soon(pg_server_url, tmp_path, 0, 1000)
     handler = Handler()
     with SmtpServer(handler) as smtp:
         env = {
@@ -314,17 +312,23 @@ def test_three_replicas_send_each_message_once(
     print(f"\n3 replicas, {len(expected)} messages, {repeats} repeated after SIGKILL")
 
 
-def _seed_many(url: str, tmp_path: Path, n: int) -> None:
-    store = db.Store(url)
-    people = tmp_path / "many.csv"
+def due_soon(url: str, tmp_path: Path, first: int, count: int) -> None:
+    """Actions ``first``..``first+count-1`` due in five days, each with its own agency lead
+    (one reminder each); the review is made if the store has none yet."""
+    people = tmp_path / f"agencies-{first}.csv"
     people.write_text(
         "agency,role,name,email\n"
-        + "".join(f"Agency {i},lead,Lead {i},lead{i}@agency.example.org\n" for i in range(n))
+        + "".join(
+            f"Agency {i},lead,Lead {i},lead{i}@agency.example.org\n"
+            for i in range(first, first + count)
+        )
     )
+    store = db.Store(url)
     with store.transaction() as s:
-        reviews.add(s, "R1", "Review one", now=NOW, actor="test")
+        if s.scalar(select(func.count()).select_from(reviews.Review)) == 0:
+            reviews.add(s, "R1", "Review one", now=NOW, actor="test")
         contacts.import_rows(s, contacts.read_csv(people), now=NOW, actor="test", source="c")
-        for i in range(n):
+        for i in range(first, first + count):
             actions.create(
                 s,
                 "R1",

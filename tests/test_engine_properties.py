@@ -57,9 +57,7 @@ def oracle_highest(due: dt.date, today: dt.date) -> str | None:
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
     url = f"sqlite:///{path}"
-    engine_ = db.make_engine(url, create=True)
-    db.upgrade(engine_)
-    engine_.dispose()
+    db.migrate(url)
     store = db.Store(url)
     csv_path = path.parent / "contacts.csv"
     csv_path.write_text(CONTACTS)

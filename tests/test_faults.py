@@ -37,7 +37,7 @@ from dhr_workflow.models import Action, AuditEvent, Firing, Notification
 from dhr_workflow.transports import SmtpTransport
 from tests.conftest import ACTOR, NOW, CliFn
 from tests.smtp_server import Handler, SmtpServer, free_port
-from tests.test_daemon import Daemon, environment, seed, wait_for
+from tests.test_daemon import Daemon, due_soon, environment, seed, wait_for
 from tests.test_delivery import Clock
 
 pytestmark = pytest.mark.faults
@@ -462,33 +462,6 @@ def minutely_rules(tmp_path: Path) -> Path:
     return rules
 
 
-def due_soon(url: str, first: int, count: int) -> None:
-    """``count`` actions due in five days, each with its own agency lead (one message each)."""
-    store = db.Store(url)
-    people = "agency,role,name,email\n" + "".join(
-        f"Agency {i},lead,Lead {i},lead{i}@agency.example.org\n"
-        for i in range(first, first + count)
-    )
-    path = Path(f"/tmp/dhr-contacts-{os.getpid()}-{first}.csv")
-    path.write_text(people)
-    now = dt.datetime.now(dt.UTC)  # recently updated: no 'stale action' requests on top
-    today = now.astimezone(LONDON).date()
-    try:
-        with store.transaction() as s:
-            if s.scalar(select(func.count()).select_from(reviews.Review)) == 0:
-                reviews.add(s, "R1", "Review one", now=NOW, actor=ACTOR)
-            contacts.import_rows(s, contacts.read_csv(path), now=NOW, actor=ACTOR, source="c")
-            for i in range(first, first + count):
-                actions.create(
-                    s, "R1", now=now, actor=ACTOR, recommendation=str(i),
-                    lead_agency=f"Agency {i}", text=f"Action {i}",
-                    due_date=today + dt.timedelta(days=5), due_basis="fixed",
-                )  # fmt: skip
-    finally:
-        path.unlink()
-        store.dispose()
-
-
 def message_ids(store: db.Store) -> set[str]:
     with store.reading() as s:
         return set(s.scalars(select(Notification.message_id)))
@@ -538,7 +511,7 @@ def test_database_restart_under_a_running_daemon(
     from tests.conftest import _truncate_pg
 
     _truncate_pg(pg_server_url)
-    due_soon(pg_server_url, 0, 40)
+    due_soon(pg_server_url, tmp_path, 0, 40)
     handler = Handler()
     with SmtpServer(handler) as smtp:
         env = environment(
@@ -565,7 +538,7 @@ def test_database_restart_under_a_running_daemon(
             assert statuses[0] == 503
         # New work after the restart: the next minutely tick and the sender must pick it up
         # on fresh connections.
-        due_soon(pg_server_url, 40, 20)
+        due_soon(pg_server_url, tmp_path, 40, 20)
         store = db.Store(pg_server_url)
         wait_for(lambda: len(handler.received) >= 60, 150, "the 20 messages after the restart")
         # A batch whose outcome could not be recorded while the database was away is sent
@@ -592,7 +565,7 @@ def test_database_restart_under_a_running_daemon(
 def test_sigkill_in_a_send_burst_loses_nothing(tmp_path: Path, daemons: list[Daemon]) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     seed(url, tmp_path, overdue=0, undated=0)
-    due_soon(url, 0, 400)
+    due_soon(url, tmp_path, 0, 400)
     batch = 50
     handler = Handler(data_delay=0.004)  # a few ms per message: the burst takes seconds
     with SmtpServer(handler) as smtp:

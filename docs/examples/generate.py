@@ -46,9 +46,7 @@ Westminster Housing Needs,lead,Hana Lead,hana@westminster.example.org,
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/examples.db"
-        eng = db.make_engine(url, create=True)
-        db.upgrade(eng)
-        eng.dispose()
+        db.migrate(url)
         store = db.Store(url)
         settings = Settings(
             _env_file=None,
