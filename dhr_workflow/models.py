@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    LargeBinary,
     Date,
     DateTime,
     ForeignKey,
@@ -25,6 +26,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.expression import text as sql_text
+from sqlalchemy.sql.expression import true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -155,7 +158,12 @@ class Contact(Base):
     role: Mapped[str] = mapped_column(String(30), nullable=False)
     agency_id: Mapped[int | None] = mapped_column(ForeignKey("agency.id"))
     review_id: Mapped[int | None] = mapped_column(ForeignKey("review.id"))
+    # Contacts are deactivated, never deleted: the audit log and past messages refer to them.
+    active: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=true()
+    )
     created_at: Mapped[dt.datetime] = _now_column()
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     agency: Mapped[Agency | None] = relationship()
     review: Mapped[Review | None] = relationship()
@@ -217,6 +225,11 @@ class Action(Base):
     source_row: Mapped[int | None] = mapped_column(Integer)
     # "section|recommendation ref|n": the same action in a re-imported or revised plan.
     source_key: Mapped[str | None] = mapped_column(String(400))
+    # Plan-owned fields a coordinator corrected, each with the plan's value at that moment:
+    # re-importing the same plan keeps the correction; a revised plan's new value wins.
+    overrides: Mapped[dict[str, Any]] = mapped_column(
+        JSON, nullable=False, default=dict, server_default=sql_text("'{}'")
+    )
     created_at: Mapped[dt.datetime] = _now_column()
     updated_at: Mapped[dt.datetime] = _now_column()
 
@@ -317,3 +330,71 @@ class FeedToken(Base):
     created_at: Mapped[dt.datetime] = _now_column()
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class ActionUpdate(Base):
+    """A dated progress note on an action (from the web app, a message link or the CLI)."""
+
+    __tablename__ = "action_update"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("action.id"), nullable=False, index=True)
+    at: Mapped[dt.datetime] = _now_column()
+    author: Mapped[str] = mapped_column(String(320), nullable=False)
+    note: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str | None] = mapped_column(String(20))  # the status set with the note
+    source: Mapped[str] = mapped_column(String(20), nullable=False)  # web | cli | link
+
+
+class SigninToken(Base):
+    """A single-use sign-in link: only its hash is kept."""
+
+    __tablename__ = "signin_token"
+    __table_args__ = (Index("ix_signin_token_email_created", "email", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    created_at: Mapped[dt.datetime] = _now_column()
+    expires_at: Mapped[dt.datetime] = _now_column()
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    client: Mapped[str | None] = mapped_column(String(100))
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie carries a secret whose hash is kept here, so signing
+    out or deactivating a contact ends the session at once."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    created_at: Mapped[dt.datetime] = _now_column()
+    last_seen_at: Mapped[dt.datetime] = _now_column()
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class PlanUpload(Base):
+    """A plan uploaded in the web app, kept between its preview and the coordinator's
+    confirmation (in the database, so any replica can confirm it)."""
+
+    __tablename__ = "plan_upload"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(300), nullable=False)
+    content: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    uploaded_by: Mapped[str] = mapped_column(String(320), nullable=False)
+    created_at: Mapped[dt.datetime] = _now_column()
+
+
+class AppSecret(Base):
+    """Secrets the deployment did not configure, made once and shared by every replica
+    (the session-cookie signing key when DHR_SECRET_KEY is not set)."""
+
+    __tablename__ = "app_secret"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[dt.datetime] = _now_column()

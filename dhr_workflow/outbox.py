@@ -355,7 +355,9 @@ def tell_coordinator(
             c.email
             for c in session.scalars(
                 select(Contact).where(
-                    Contact.role == ContactRole.COORDINATOR.value, Contact.agency_id.is_(None)
+                    Contact.role == ContactRole.COORDINATOR.value,
+                    Contact.agency_id.is_(None),
+                    Contact.active,
                 )
             )
         }

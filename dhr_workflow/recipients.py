@@ -37,7 +37,8 @@ class Directory:
         self._agency: dict[tuple[str, int], list[str]] = defaultdict(list)
         self._review: dict[tuple[str, int], list[str]] = defaultdict(list)
         self._partnership: dict[str, list[str]] = defaultdict(list)
-        for c in session.scalars(select(Contact).order_by(Contact.id)):
+        # Deactivated contacts are kept for the audit log's sake but receive nothing.
+        for c in session.scalars(select(Contact).where(Contact.active).order_by(Contact.id)):
             self._by_id[c.id] = c.email
             if c.agency_id is not None:
                 self._agency[(c.role, c.agency_id)].append(c.email)
