@@ -6,15 +6,18 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from dhr_workflow import agencies, audit, reviews
 from dhr_workflow.errors import InvalidInput, NotFound
+from dhr_workflow.importer.text import strip_controls
 from dhr_workflow.models import (
     CLOSED_STATUSES,
     Action,
     ActionStatus,
+    ActionUpdate,
+    Contact,
     DueBasis,
     Recommendation,
 )
@@ -40,6 +43,11 @@ JSON_KEYS = (
 )
 # Reasons about the target date start with this, so a coordinator's new date can clear them.
 DUE_REASON_PREFIX = "due:"
+AGENCY_PREFIX = "agency:"
+AGENCY_REASON = (
+    f"{AGENCY_PREFIX} the plan names no lead agency for this action; choose one on the "
+    "action's page or with `actions update ID --agency`"
+)
 
 
 @dataclass(frozen=True)
@@ -107,11 +115,23 @@ def get(session: Session, action_id: int) -> Action:
 
 @dataclass(frozen=True)
 class ActionChange:
+    """A person's change to one action; None leaves a field as it is."""
+
     status: ActionStatus | None = None
     due: dt.date | None = None
     reason: str | None = None
     outcome: str | None = None
     completed_on: dt.date | None = None
+    agency: str | None = None  # an existing agency, by any of its spellings
+    owner: str | None = None  # the owner as written; "" clears it
+    owner_email: str | None = None  # the owner's contact (who `owner` reminders go to); "" clears
+    note: str | None = None  # a progress note, kept as a dated update
+    settle: str | None = None  # settles the needs-review flags, with this explanation
+
+
+NOTE_LIMIT = 5000
+# Plan-owned fields a person may correct; a correction is remembered in action.overrides.
+OVERRIDABLE = ("status", "completed_on", "outcome", "lead_agency", "owner_text")
 
 
 def update(
@@ -122,15 +142,45 @@ def update(
     today: dt.date,
     now: dt.datetime,
     actor: str,
+    source: str = "cli",
 ) -> Action:
-    """Apply a coordinator's change; every field changed is audited with before and after."""
-    _validate(change)
+    """Apply a person's change; every field changed is audited with before and after."""
+    _validate(change, today)
     action = get(session, action_id)
     before = snapshot(action)
+    _apply(session, action, change, today)
+    after = snapshot(action)
+    changed = {k: after[k] for k in after if after[k] != before[k]}
+    note = (change.note or "").strip()
+    if not changed and not note:
+        return action
+    _remember_overrides(action, before, changed)
+    action.updated_at = now
+    if note:
+        session.add(
+            ActionUpdate(
+                action_id=action.id, at=now, author=actor, note=note, source=source,
+                status=after["status"] if "status" in changed else None,
+            )
+        )  # fmt: skip
+    session.flush()
+    data: dict[str, Any] = {"before": {k: before[k] for k in changed}, "after": changed}
+    if "due_date" in changed:
+        data["reason"] = change.reason
+    if note:
+        data["note"] = note
+    if change.settle is not None:
+        data["settled"] = change.settle.strip()
+    audit.record(
+        session, now=now, actor=actor, kind=_kind(changed, data), subject=f"action:{action.id}",
+        data=data,
+    )  # fmt: skip
+    return action
+
+
+def _apply(session: Session, action: Action, change: ActionChange, today: dt.date) -> None:
     if change.due is not None and change.due != action.due_date:
         _set_due(action, change.due)
-    if change.completed_on is not None and change.completed_on > today:
-        raise InvalidInput(f"--completed-on {change.completed_on} is in the future")
     if change.status is not None and change.status != action.status:
         _set_status(action, change.status, change.completed_on or today)
     elif change.completed_on is not None:
@@ -140,29 +190,75 @@ def update(
             )
         action.completed_on = change.completed_on
     if change.outcome is not None:
-        action.outcome = change.outcome
-    after = snapshot(action)
-    changed = {k: after[k] for k in after if after[k] != before[k]}
-    if not changed:
-        return action
-    action.updated_at = now
-    session.flush()
-    data: dict[str, Any] = {"before": {k: before[k] for k in changed}, "after": changed}
-    if "due_date" in changed:
-        data["reason"] = change.reason
-    audit.record(
-        session, now=now, actor=actor, kind=_kind(changed), subject=f"action:{action.id}", data=data
-    )
-    return action
+        action.outcome = change.outcome.strip() or None
+    if change.agency is not None:
+        _set_agency(session, action, change.agency)
+    if change.owner is not None:
+        action.owner_text = " ".join(strip_controls(change.owner).split()) or None
+    if change.owner_email is not None:
+        action.owner_contact = _owner_contact(session, change.owner_email)
+    if change.settle is not None:
+        if not action.review_reasons:
+            raise InvalidInput("this action has nothing that needs review")
+        action.review_reasons = []
+        action.needs_review = False
 
 
-def _validate(change: ActionChange) -> None:
+def _validate(change: ActionChange, today: dt.date) -> None:
     if change.due is not None and not (change.reason or "").strip():
         raise InvalidInput("a due-date change needs --reason (it is kept in the audit log)")
     if change.reason is not None and change.due is None:
         raise InvalidInput("--reason explains a due-date change; give --due as well")
     if change.completed_on is not None and change.status not in (None, ActionStatus.COMPLETED):
         raise InvalidInput("--completed-on only goes with --status completed")
+    if change.completed_on is not None and change.completed_on > today:
+        raise InvalidInput(f"--completed-on {change.completed_on} is in the future")
+    if change.settle is not None and not change.settle.strip():
+        raise InvalidInput("settling a needs-review flag needs a note saying why")
+    for name, text in (("note", change.note), ("settle", change.settle)):
+        if text is not None and len(text) > NOTE_LIMIT:
+            raise InvalidInput(f"--{name} is longer than {NOTE_LIMIT} characters")
+
+
+def _set_agency(session: Session, action: Action, name: str) -> None:
+    agency = agencies.find(session, name)
+    if agency is None:
+        raise InvalidInput(
+            f"no agency called {name!r} (see `dhr-workflow agencies list`; "
+            "a new agency comes in with a plan or a contacts file)"
+        )
+    action.lead_agency = agency
+    action.review_reasons = [r for r in action.review_reasons if not r.startswith(AGENCY_PREFIX)]
+    action.needs_review = bool(action.review_reasons)
+
+
+def _owner_contact(session: Session, email: str) -> Contact | None:
+    if not email.strip():
+        return None
+    found = session.scalars(
+        select(Contact)
+        .where(func.lower(Contact.email) == email.strip().lower(), Contact.active)
+        .order_by(Contact.id)
+    ).first()
+    if found is None:
+        raise InvalidInput(
+            f"no active contact with address {email.strip()!r} (add them as a contact first)"
+        )
+    return found
+
+
+def _remember_overrides(action: Action, before: dict[str, Any], changed: dict[str, Any]) -> None:
+    """Remember the plan's value of each plan-owned field a person changed, once: a re-import
+    of the same plan keeps the correction, a revised plan that says something new wins."""
+    overrides = dict(action.overrides or {})
+    for key in OVERRIDABLE:
+        if key in changed and key not in overrides:
+            overrides[key] = audit.to_jsonable(before[key])
+    if "review_reasons" in changed and not changed["review_reasons"]:
+        settled = set(overrides.get("review_reasons", [])) | set(before["review_reasons"])
+        overrides["review_reasons"] = sorted(settled)
+    if overrides != action.overrides:
+        action.overrides = overrides
 
 
 def _set_due(action: Action, due: dt.date) -> None:
@@ -186,11 +282,17 @@ def _set_status(action: Action, status: ActionStatus, completed_on: dt.date) -> 
     action.status = status
 
 
-def _kind(changed: dict[str, Any]) -> str:
+def _kind(changed: dict[str, Any], data: dict[str, Any]) -> str:
     if "due_date" in changed:
         return "action.due_change"
     if "status" in changed:
         return "action.status"
+    if "settled" in data:
+        return "action.settle"
+    if {"lead_agency", "owner_text", "owner_contact"} & set(changed):
+        return "action.assign"
+    if not changed:
+        return "action.note"
     return "action.update"
 
 
@@ -201,10 +303,24 @@ def snapshot(action: Action) -> dict[str, Any]:
         "due_basis": action.due_basis,
         "completed_on": action.completed_on,
         "outcome": action.outcome,
+        "lead_agency": action.lead_agency.name if action.lead_agency else None,
+        "owner_text": action.owner_text,
+        "owner_contact": action.owner_contact.email if action.owner_contact else None,
         "needs_review": action.needs_review,
         "review_reasons": list(action.review_reasons),
         "sequence": action.sequence,
     }
+
+
+def progress_notes(session: Session, action_id: int) -> list[ActionUpdate]:
+    """An action's progress notes, newest first."""
+    return list(
+        session.scalars(
+            select(ActionUpdate)
+            .where(ActionUpdate.action_id == action_id)
+            .order_by(ActionUpdate.at.desc(), ActionUpdate.id.desc())
+        )
+    )
 
 
 def find_or_create_recommendation(

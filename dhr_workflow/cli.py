@@ -780,29 +780,30 @@ def actions_list(
 @click.option("--status", type=STATUS)
 @click.option("--due", type=DATE, help="New due date (needs --reason).")
 @click.option("--reason", help="Why the due date changed (kept in the audit log).")
-@click.option("--outcome", help="Outcome or progress text.")
+@click.option("--outcome", help="Outcome text.")
 @click.option("--completed-on", type=DATE, help="Completion date (with --status completed).")
+@click.option("--agency", help="Lead agency (an existing agency, by any of its spellings).")
+@click.option("--owner", help="Owner as written (a person or a role); '' clears it.")
+@click.option("--owner-email", help="The owner's contact address (reminders go there).")
+@click.option("--note", help="A progress note (kept, dated, with your name).")
+@click.option("--settle", help="Settle the needs-review flags, saying why (e.g. 'ongoing work').")
 @pass_app
-def actions_update(
-    app: App,
-    action_id: int,
-    status: str | None,
-    due: dt.date | None,
-    reason: str | None,
-    outcome: str | None,
-    completed_on: dt.date | None,
-) -> None:
-    """Change an action's status, due date or outcome."""
-    change = actions.ActionChange(
-        ActionStatus(status) if status else None, due, reason, outcome, completed_on
-    )
+def actions_update(app: App, /, action_id: int, **options: Any) -> None:
+    """Change an action: status, due date, outcome, lead agency, owner; add a progress note;
+    settle a needs-review flag."""
+    if options["status"]:
+        options["status"] = ActionStatus(options["status"])
+    change = actions.ActionChange(**options)
     if change == actions.ActionChange():
         raise UserError("nothing to change: give at least one option (see --help)")
     with app.store().transaction() as s:
         action = actions.update(
             s, action_id, change, today=app.today(), now=app.now(), actor=app.actor
         )
-        click.echo(f"action {action.id}: {action.status}, due {_d(action.due_date) or 'none'}")
+        flag = "; needs review" if action.needs_review else ""
+        click.echo(
+            f"action {action.id}: {action.status}, due {_d(action.due_date) or 'none'}{flag}"
+        )
 
 
 # --- audit -----------------------------------------------------------------------------------

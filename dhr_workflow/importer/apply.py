@@ -18,12 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from dhr_workflow import actions, agencies, audit, reviews
+from dhr_workflow.actions import AGENCY_REASON
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.importer.parse import ParsedPlan, PlanRow
 from dhr_workflow.models import Action, ActionStatus, Review
 from dhr_workflow.targets import read_outcome, read_target
 
-AGENCY_REASON = "agency: the plan names no lead agency for this action; set one in the plan"
 CHANGED_AFTER_COMPLETION = "status: the plan's text for this completed action changed; check it"
 # Fields a plan decides; compared on re-import. Due fields only move when target words do.
 # Plan-owned columns of an action; the lead agency is compared by name on top of these.
@@ -161,7 +161,12 @@ def _differences(
         want.update({k: values[k] for k in DUE_FIELDS})
     if values["status"] == ActionStatus.COMPLETED and action.status != ActionStatus.COMPLETED:
         want.update(status=values["status"], completed_on=values["completed_on"])
+    _keep_corrections(session, action, want, now)
     want["review_reasons"] = _reasons_after(action, values, due_moved="due_date" in want)
+    settled = action.overrides.get("review_reasons", [])
+    want["review_reasons"] = [r for r in want["review_reasons"] if r not in settled]
+    if want["lead_agency"]:
+        want["review_reasons"] = [r for r in want["review_reasons"] if r != AGENCY_REASON]
     # A revised plan may have removed or reordered rows: the completed status may now belong
     # to another action. Flag it rather than carry it over silently.
     reflag = CHANGED_AFTER_COMPLETION not in want["review_reasons"]
@@ -169,6 +174,25 @@ def _differences(
         want["review_reasons"] = [*want["review_reasons"], CHANGED_AFTER_COMPLETION]
     changed = {k: v for k, v in want.items() if now.get(k) != v}
     return {k: now.get(k) for k in changed}, changed
+
+
+def _keep_corrections(
+    session: Session, action: Action, want: dict[str, Any], now: dict[str, Any]
+) -> None:
+    """A field a person corrected keeps the correction while the plan still says what it said
+    then (``action.overrides`` holds that); a plan that now says something else wins."""
+    for key, plan_said in action.overrides.items():
+        if key not in want or key == "review_reasons":
+            continue
+        same = (
+            _agency_key(session, want[key]) == _agency_key(session, plan_said)
+            if key == "lead_agency"
+            else audit.to_jsonable(want[key]) == plan_said
+        )
+        if same:
+            want[key] = now[key]
+    if want.get("status") == now["status"]:
+        want.pop("completed_on", None)  # a kept status keeps its date too
 
 
 def _plan_view(action: Action) -> dict[str, Any]:
@@ -295,6 +319,9 @@ def _update(session: Session, change: Change, *, source: str, now: dt.datetime, 
         else:
             setattr(action, key, value)
     action.needs_review = bool(action.review_reasons)
+    won = [k for k in change.after if k in action.overrides and k != "review_reasons"]
+    if won:  # the revised plan says something new: its word stands over the old correction
+        action.overrides = {k: v for k, v in action.overrides.items() if k not in won}
     if "due_date" in change.after or change.after.get("status") == ActionStatus.COMPLETED:
         action.sequence += 1  # calendars must see the move or the completion
     action.source_file, action.source_row, action.updated_at = source, change.row.line, now
