@@ -87,7 +87,14 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
+    # The address people use to reach the web app and feeds (links in emails start with it);
+    # https here also makes the session cookie Secure.
     base_url: str | None = None
+    # Signs the web app's session cookies. Unset: a key is made once and kept in the database,
+    # shared by every replica. Set it to rotate the key (everyone signs in again).
+    secret_key: SecretStr | None = None
+    # Largest plan file the web app accepts for import.
+    upload_limit_mb: float = Field(default=10.0, gt=0, le=200)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -1,0 +1,52 @@
+"""The daemon's HTTP side: the partnership's web app, iCal feeds, /healthz and /metrics.
+
+app.py        the application, who is asking, CSRF, security headers, error pages
+forms.py      every form's fields and the errors people see
+auth.py       sign-in by email link, sign-out
+dashboard.py, reviews.py, actions.py, directory.py, imports.py, upcoming.py
+              one module of pages per area
+feeds.py      /feeds/<token>.ics
+ops.py        /healthz, /metrics
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+
+from dhr_workflow import signin
+from dhr_workflow.config import Settings
+from dhr_workflow.db import Store
+from dhr_workflow.transports import Transport
+from dhr_workflow.web import app, auth, dashboard, feeds, ops
+from dhr_workflow.web.ops import Health, Metrics
+
+__all__ = ["Health", "Metrics", "create_app"]
+
+
+def create_app(
+    store: Store,
+    settings: Settings,
+    health: Health,
+    metrics: Metrics,
+    *,
+    clock: Callable[[], dt.datetime] | None = None,
+    transport: Callable[[], Transport] | None = None,
+) -> Starlette:
+    web = app.Web(store, settings, clock=clock, transport=transport)
+    routes = [
+        *ops.routes(store, health, metrics),
+        *feeds.routes(store, settings),
+        *auth.routes(web),
+        *dashboard.routes(web),
+    ]
+    return app.create_app(web, routes, _session_key(store, settings, web.now()))
+
+
+def _session_key(store: Store, settings: Settings, now: dt.datetime) -> str:
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    with store.transaction() as s:
+        return signin.shared_secret(s, "session_key", now=now)

@@ -1,0 +1,35 @@
+"""The dashboard: every open review's counts, overdue actions by agency, the needs-review
+queue and messages that failed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dhr_workflow import overview
+from dhr_workflow.signin import Principal
+from dhr_workflow.web.app import Web
+
+
+def routes(web: Web) -> list[Route]:
+    async def dashboard(request: Request) -> Response:
+        person = await web.require(request)
+        data = await web.run(_dashboard, web, person)
+        return web.page(request, "dashboard.html", title="Dashboard", **data)
+
+    return [Route("/", dashboard)]
+
+
+def _dashboard(web: Web, person: Principal) -> dict[str, Any]:
+    agencies = None if person.reads_all else person.agency_ids
+    today = web.today()
+    with web.store.reading() as s:
+        return {
+            "reviews": overview.review_counts(s, today, agencies),
+            "overdue": overview.overdue_by_agency(s, today, agencies),
+            "flagged": overview.needs_review(s, agencies),
+            "failed": overview.failed_messages(s) if person.reads_all else [],
+        }
