@@ -1,17 +1,25 @@
-"""Agencies and the aliases that let one agency be spelled many ways across plans."""
+"""Agencies and the aliases that let one agency be spelled many ways across plans.
+
+A coordinator keeps them right: rename (the old name stays an alias), merge two agencies that
+are one body, add a spelling. Agencies are found by any alias; a name that matches none gets
+the nearest known names as a hint.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 import unicodedata
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from rapidfuzz import fuzz, process, utils
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dhr_workflow import audit
-from dhr_workflow.errors import InvalidInput
-from dhr_workflow.models import Agency, AgencyAlias
+from dhr_workflow.errors import InvalidInput, NotFound
+from dhr_workflow.models import CLOSED_STATUSES, Action, Agency, AgencyAlias, Contact
 
 _NON_WORD = re.compile(r"[\W_]+")
 _PARENTHESES = re.compile(r"\([^)]*\)?")
@@ -70,11 +78,7 @@ def find_or_create(session: Session, name: str, *, now: dt.datetime, actor: str)
             existing.aliases.append(AgencyAlias(alias_key=key))
             session.flush()
         return existing
-    clean = " ".join(name.split())
-    if not alias_key(clean):
-        raise InvalidInput(f"agency name {name!r} has no letters or digits")
-    if len(clean) > NAME_LIMIT:
-        raise InvalidInput(f"agency name {clean[:40]!r}... is longer than {NAME_LIMIT} characters")
+    clean = _clean_name(name)
     agency = Agency(name=clean, created_at=now)
     agency.aliases.append(AgencyAlias(alias_key=alias_key(clean)))
     session.add(agency)
@@ -92,3 +96,246 @@ def find_or_create(session: Session, name: str, *, now: dt.datetime, actor: str)
 
 def list_all(session: Session) -> list[Agency]:
     return list(session.scalars(select(Agency).order_by(Agency.name)))
+
+
+NEAREST_CUTOFF = 70  # token_sort_ratio: "Metropolitan Polce" scores 97 against its agency
+ID_LIMIT = 2**31 - 1  # the id column's range: a larger number is no agency, not a DB error
+
+
+def nearest(session: Session, name: str, limit: int = 3) -> list[str]:
+    """Up to ``limit`` agency names closest to ``name`` (by name or alias), best first."""
+    owners: dict[str, str] = {}
+    for agency_name, key in session.execute(
+        select(Agency.name, AgencyAlias.alias_key).join(AgencyAlias)
+    ):
+        owners.setdefault(agency_name, agency_name)
+        owners.setdefault(key, agency_name)
+    matches = process.extract(
+        alias_key(name) or name,
+        list(owners),
+        scorer=fuzz.token_sort_ratio,
+        processor=utils.default_process,
+        limit=None,
+        score_cutoff=NEAREST_CUTOFF,
+    )
+    found: list[str] = []
+    for choice, _score, _index in matches:
+        if owners[choice] not in found:
+            found.append(owners[choice])
+    return found[:limit]
+
+
+def unknown_hint(session: Session, name: str) -> str:
+    """ "(nearest: A, B)" for a name that matches no agency, or where to look if none is near."""
+    near = nearest(session, name)
+    if near:
+        return f"(nearest: {', '.join(near)})"
+    return "(see `dhr-workflow agencies list`)"
+
+
+def get(session: Session, agency_id: int) -> Agency:
+    agency = session.get(Agency, agency_id) if 0 < agency_id <= ID_LIMIT else None
+    if agency is None:
+        raise NotFound(f"no agency with id {agency_id} (see `dhr-workflow agencies list`)")
+    return agency
+
+
+def resolve(session: Session, name_or_id: str) -> Agency:
+    """The agency an id (all digits) or any known spelling refers to."""
+    text = name_or_id.strip()
+    if text.isdigit():
+        return get(session, int(text))
+    agency = find(session, text)
+    if agency is None:
+        raise NotFound(f"no agency called {text!r} {unknown_hint(session, text)}")
+    return agency
+
+
+def _clean_name(name: str) -> str:
+    clean = " ".join(name.split())
+    if not alias_key(clean):
+        raise InvalidInput(f"agency name {name!r} has no letters or digits")
+    if len(clean) > NAME_LIMIT:
+        raise InvalidInput(f"agency name {clean[:40]!r}... is longer than {NAME_LIMIT} characters")
+    return clean
+
+
+def _refuse_others_alias(session: Session, agency: Agency, spelling: str) -> str:
+    """The spelling's key, unless it already names another agency."""
+    key = alias_key(spelling)
+    owner = _by_key(session, key)
+    if owner is not None and owner.id != agency.id:
+        raise InvalidInput(
+            f"{spelling!r} is already an alias of {owner.name}; merge them instead "
+            f"(`dhr-workflow agencies merge {agency.id} {owner.id}`)"
+        )
+    return key
+
+
+def rename(
+    session: Session, agency: Agency, new_name: str, *, now: dt.datetime, actor: str
+) -> Agency:
+    """Give an agency a new name; the old one stays an alias, so plans and feeds that use
+    it still find the agency."""
+    clean = _clean_name(new_name)
+    if clean == agency.name:
+        raise InvalidInput(f"agency {agency.id} is already called {clean!r}")
+    key = _refuse_others_alias(session, agency, clean)
+    if key not in {a.alias_key for a in agency.aliases}:
+        agency.aliases.append(AgencyAlias(alias_key=key))
+    before, agency.name = agency.name, clean
+    _touch_actions(session, agency, now)  # feeds show the lead agency's name
+    session.flush()
+    audit.record(
+        session,
+        now=now,
+        actor=actor,
+        kind="agency.rename",
+        subject=f"agency:{agency.id}",
+        data={"before": {"name": before}, "after": {"name": clean}},
+    )
+    return agency
+
+
+def add_alias(session: Session, agency: Agency, alias: str, *, now: dt.datetime, actor: str) -> str:
+    """Teach the store another spelling of an agency; returns its normalised key."""
+    clean = " ".join(alias.split())
+    if not alias_key(clean):
+        raise InvalidInput(f"alias {alias!r} has no letters or digits")
+    key = _refuse_others_alias(session, agency, clean)
+    if key in {a.alias_key for a in agency.aliases}:
+        raise InvalidInput(f"{clean!r} is already an alias of {agency.name} (as {key!r})")
+    agency.aliases.append(AgencyAlias(alias_key=key))
+    session.flush()
+    audit.record(
+        session,
+        now=now,
+        actor=actor,
+        kind="agency.alias",
+        subject=f"agency:{agency.id}",
+        data={"alias": clean, "key": key},
+    )
+    return key
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    actions: int
+    contacts: int  # every contact moved, including those deactivated as duplicates
+    aliases: int
+    deactivated: int = 0  # contacts ``into`` already had (same email and role)
+
+
+def merge(
+    session: Session, source: Agency, into: Agency, *, now: dt.datetime, actor: str
+) -> MergeResult:
+    """Make two agencies one: ``source``'s actions, contacts and aliases move to ``into`` and
+    ``source`` is deleted. Its names stay aliases, so anything naming it still finds ``into``.
+    A contact ``into`` already has is moved deactivated (never deleted: the log names it)."""
+    if source.id == into.id:
+        raise InvalidInput(f"cannot merge {source.name} into itself")
+    moved_actions = _touch_actions(session, source, now)
+    for action in moved_actions:
+        action.lead_agency = into
+    contacts, deactivated = _move_contacts(session, source, into, now)
+    aliases = list(source.aliases)
+    for alias in aliases:
+        alias.agency = into
+    events = [
+        ("contact.deactivate", f"contact:{c.id}", _deactivated_by_merge(source, into))
+        for c in deactivated
+    ]
+    data = {
+        "source": {"id": source.id, "name": source.name},
+        "into": {"id": into.id, "name": into.name},
+        "actions": len(moved_actions),
+        "contacts": len(contacts),
+        "deactivated": len(deactivated),
+        "aliases": len(aliases),
+    }
+    events.append(("agency.merge", f"agency:{into.id}", data))
+    session.flush()  # nothing may refer to source when its row goes
+    session.delete(source)
+    session.flush()
+    audit.record_many(session, now=now, actor=actor, events=events)
+    return MergeResult(len(moved_actions), len(contacts), len(aliases), len(deactivated))
+
+
+def _touch_actions(session: Session, agency: Agency, now: dt.datetime) -> list[Action]:
+    """The agency's actions, marked changed: a feed's version stamp follows updated_at."""
+    led = list(session.scalars(select(Action).where(Action.lead_agency_id == agency.id)))
+    for action in led:
+        action.updated_at = now
+    return led
+
+
+def _move_contacts(
+    session: Session, source: Agency, into: Agency, now: dt.datetime
+) -> tuple[list[Contact], list[Contact]]:
+    present = {
+        (email, role)
+        for email, role in session.execute(
+            select(Contact.email, Contact.role).where(Contact.agency_id == into.id, Contact.active)
+        )
+    }
+    moving = list(session.scalars(select(Contact).where(Contact.agency_id == source.id)))
+    deactivated = []
+    for contact in moving:
+        contact.agency = into
+        contact.updated_at = now
+        if contact.active and (contact.email, contact.role) in present:
+            contact.active = False
+            deactivated.append(contact)
+    return moving, deactivated
+
+
+def _deactivated_by_merge(source: Agency, into: Agency) -> dict[str, object]:
+    return {
+        "before": {"active": True, "agency": source.name},
+        "after": {"active": False, "agency": into.name},
+        "reason": f"{into.name} already has this contact ({source.name} merged into it)",
+    }
+
+
+@dataclass(frozen=True)
+class AgencySummary:
+    id: int
+    name: str
+    aliases: tuple[str, ...]  # normalised keys (see alias_key), as stored
+    open_actions: int
+    contacts: int  # active ones
+
+
+def list_with_counts(session: Session) -> list[AgencySummary]:
+    """Every agency with its spellings, the open actions it leads and its active contacts."""
+    keys: dict[int, list[str]] = {}
+    for agency_id, key in session.execute(
+        select(AgencyAlias.agency_id, AgencyAlias.alias_key).order_by(AgencyAlias.alias_key)
+    ):
+        keys.setdefault(agency_id, []).append(key)
+    open_actions = _counts(
+        session,
+        select(Action.lead_agency_id, func.count()).where(
+            Action.status.not_in([s.value for s in CLOSED_STATUSES])
+        ),
+        Action.lead_agency_id,
+    )
+    contacts = _counts(
+        session,
+        select(Contact.agency_id, func.count()).where(Contact.active),
+        Contact.agency_id,
+    )
+    return [
+        AgencySummary(
+            a.id,
+            a.name,
+            tuple(keys.get(a.id, [])),
+            open_actions.get(a.id, 0),
+            contacts.get(a.id, 0),
+        )
+        for a in list_all(session)
+    ]
+
+
+def _counts(session: Session, query: Any, column: Any) -> dict[int, int]:
+    return {k: n for k, n in session.execute(query.group_by(column)) if k is not None}
