@@ -249,7 +249,13 @@ class Daemon:
         self._audit("daemon.start", {"rules": self.ruleset.ids})
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(self.store, self.settings, self.health, self.metrics),
+                create_app(
+                    self.store,
+                    self.settings,
+                    self.health,
+                    self.metrics,
+                    rules=lambda: (self.ruleset, self.templates),
+                ),
                 host=self.settings.http_host,
                 port=self.settings.http_port,
                 log_level="warning",
@@ -268,9 +274,12 @@ class Daemon:
             if self.settings.mail_transport == "file"
             else f"sent through {self.settings.smtp_host}:{self.settings.smtp_port}"
         )
+        base = self.settings.public_base_url
         log.info(
-            "dhr-workflow running; health at %s/healthz; messages are %s",
-            self.settings.public_base_url,
+            "dhr-workflow running; web app at %s/ (sign in with a link from "
+            "`dhr-workflow signin-link EMAIL`); health at %s/healthz; messages are %s",
+            base,
+            base,
             where,
         )
         sender = asyncio.create_task(self._sender_loop())

@@ -19,8 +19,21 @@ from starlette.applications import Starlette
 from dhr_workflow import signin
 from dhr_workflow.config import Settings
 from dhr_workflow.db import Store
+from dhr_workflow.ruleset import RuleSet
+from dhr_workflow.templates import Templates
 from dhr_workflow.transports import Transport
-from dhr_workflow.web import app, auth, dashboard, feeds, ops
+from dhr_workflow.web import (
+    actions,
+    app,
+    auth,
+    dashboard,
+    directory,
+    feeds,
+    imports,
+    ops,
+    reviews,
+    upcoming,
+)
 from dhr_workflow.web.ops import Health, Metrics
 
 __all__ = ["Health", "Metrics", "create_app"]
@@ -34,13 +47,19 @@ def create_app(
     *,
     clock: Callable[[], dt.datetime] | None = None,
     transport: Callable[[], Transport] | None = None,
+    rules: Callable[[], tuple[RuleSet, Templates]] | None = None,
 ) -> Starlette:
-    web = app.Web(store, settings, clock=clock, transport=transport)
+    web = app.Web(store, settings, clock=clock, transport=transport, rules=rules)
     routes = [
         *ops.routes(store, health, metrics),
         *feeds.routes(store, settings),
         *auth.routes(web),
         *dashboard.routes(web),
+        *reviews.routes(web),
+        *actions.routes(web),
+        *imports.routes(web),
+        *directory.routes(web),
+        *upcoming.routes(web),
     ]
     return app.create_app(web, routes, _session_key(store, settings, web.now()))
 

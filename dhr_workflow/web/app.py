@@ -32,8 +32,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dhr_workflow import signin
 from dhr_workflow.config import Settings
 from dhr_workflow.db import Store
+from dhr_workflow.engine import load_rules
 from dhr_workflow.errors import UserError
+from dhr_workflow.ruleset import RuleSet
 from dhr_workflow.signin import Principal
+from dhr_workflow.templates import Templates
 from dhr_workflow.transports import Transport, make_transport
 from dhr_workflow.web import filters
 
@@ -65,10 +68,15 @@ class Web:
         *,
         clock: Callable[[], dt.datetime] | None = None,
         transport: Callable[[], Transport] | None = None,
+        rules: Callable[[], tuple[RuleSet, Templates]] | None = None,
     ) -> None:
         self.store, self.settings = store, settings
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.transport = transport or (lambda: make_transport(settings))
+        # The daemon passes the rule set it runs (reloaded on SIGHUP); alone, read the files.
+        self.rules = rules or (
+            lambda: load_rules(settings.rules_dir, settings.templates_dir, settings.tz)
+        )
         self.templates = _environment()
 
     def now(self) -> dt.datetime:

@@ -9,7 +9,6 @@ spend a single-use link before its owner clicks it.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -50,9 +49,9 @@ def routes(web: Web) -> list[Route]:
                 email=reader.raw("email"),
             )  # fmt: skip
         client = request.client.host if request.client else "?"
-        if asked.blocked(client, time.monotonic()):
+        asked.record(client, web.now().timestamp())  # every attempt counts, refused or not
+        if asked.blocked(client, web.now().timestamp()):
             return web.page(request, "signin/too_many.html", 429, title="Too many requests")
-        asked.record(client, time.monotonic())
         found = await web.run(_request_link, web, email, client)
         page = web.page(request, "signin/check_email.html", title="Check your email", email=email)
         if found is not None:

@@ -76,6 +76,11 @@ def review_url(ref: str) -> str:
     return "/reviews/" + quote(ref, safe="/")
 
 
+def status_items(options: list[list[str]], selected: str) -> list[dict[str, Any]]:
+    """(value, text) pairs as govukSelect items, one selected."""
+    return [{"value": v, "text": t, "selected": v == selected} for v, t in options]
+
+
 def install(env: Environment) -> None:
     env.filters.update(
         day=day,
@@ -84,5 +89,6 @@ def install(env: Environment) -> None:
         status_name=status_name,
         role_name=role_name,
         review_url=review_url,
+        statusitems=status_items,
     )
     env.globals.update(status_tag=status_tag, plural=plural)

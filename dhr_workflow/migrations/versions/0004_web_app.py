@@ -73,6 +73,7 @@ def upgrade() -> None:
         "plan_upload",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("filename", sa.String(length=300), nullable=False),
+        sa.Column("review_ref", sa.String(length=100), nullable=False),
         sa.Column("content", sa.LargeBinary(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("uploaded_by", sa.String(length=320), nullable=False),

@@ -1,0 +1,141 @@
+"""An action: every field, the plan's own words, its history, and the coordinator's forms
+(status and progress, due date, lead agency and owner, settling a needs-review flag)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dhr_workflow import actions, agencies, history
+from dhr_workflow.errors import NotFound, UserError
+from dhr_workflow.models import Action, ActionStatus, Contact
+from dhr_workflow.signin import Principal
+from dhr_workflow.web.app import Hidden, Web, redirect
+from dhr_workflow.web.filters import STATUS_TAGS
+from dhr_workflow.web.forms import STATUSES, Reader, date_fields
+
+FORMS = ("progress", "due", "assign", "settle")
+
+
+def routes(web: Web) -> list[Route]:
+    async def action_page(request: Request) -> Response:
+        person = await web.require(request)
+        action_id = request.path_params["action_id"]
+        if request.method == "GET":
+            data = await web.run(_view, web, person, action_id)
+            banner = request.session.pop("banner", None)
+            return web.page(request, "action.html", banner=banner, **data)
+        await web.require(request, edit=True)
+        form = await web.form(request)
+        which = form.get("form")
+        if which not in FORMS:
+            raise Hidden
+        reader = Reader(form)
+        change = _change(str(which), reader)
+        if not reader.errors:
+            try:
+                await web.run(_save, web, person, action_id, change)
+            except UserError as exc:
+                reader.errors.add(_field_for(str(which), change), str(exc))
+            else:
+                request.session["banner"] = {"success": True, "text": _saved(str(which))}
+                return redirect(f"/actions/{action_id}")
+        data = await web.run(_view, web, person, action_id)
+        return web.page(
+            request, "action.html", 400, errors=reader.errors, posted=which, form=form, **data
+        )
+
+    return [Route("/actions/{action_id:int}", action_page, methods=["GET", "POST"])]
+
+
+def _change(which: str, reader: Reader) -> actions.ActionChange:
+    """The service change a form asks for; problems with the fields go into reader.errors."""
+    if which == "progress":
+        status = reader.choice("status", "a status", STATUSES)
+        completed_on = reader.date("completed_on", "the completion date")
+        return actions.ActionChange(
+            status=ActionStatus(status) if status else None,
+            note=reader.text("note", "a progress note") or None,
+            outcome=reader.text("outcome", "the outcome"),
+            completed_on=completed_on if status == ActionStatus.COMPLETED else None,
+        )
+    if which == "due":
+        due = reader.date("due", "the new due date", required=True)
+        reason = reader.text("reason", "why the date is changing", required=True, limit=1000)
+        return actions.ActionChange(due=due, reason=reason)
+    if which == "assign":
+        return actions.ActionChange(
+            agency=reader.raw("agency") or None,
+            owner=reader.text("owner", "the owner", limit=300),
+            owner_email=reader.raw("owner_email"),
+        )
+    return actions.ActionChange(
+        settle=reader.text("settle", "why no date or agency is needed", required=True)
+    )
+
+
+def _field_for(which: str, change: actions.ActionChange) -> str:
+    return {"progress": "status", "due": "due-day", "assign": "agency", "settle": "settle"}[which]
+
+
+def _saved(which: str) -> str:
+    return {
+        "progress": "Progress saved.",
+        "due": "Due date changed. Reminders start again from the new date and calendars are "
+        "updated.",
+        "assign": "Lead agency and owner saved.",
+        "settle": "Flag settled: this action no longer appears in the needs-review email.",
+    }[which]
+
+
+def _save(web: Web, person: Principal, action_id: int, change: actions.ActionChange) -> None:
+    with web.store.transaction() as s:
+        actions.update(
+            s, action_id, change, today=web.today(), now=web.now(), actor=person.email,
+            source="web",
+        )  # fmt: skip
+
+
+def _view(web: Web, person: Principal, action_id: int) -> dict[str, Any]:
+    with web.store.reading() as s:
+        try:
+            action = actions.get(s, action_id)
+        except NotFound:
+            raise Hidden from None
+        if not person.sees_agency(action.lead_agency_id):
+            raise Hidden
+        # The page is rendered after the session closes: load what it shows now.
+        _ = (action.review, action.recommendation, action.lead_agency, action.owner_contact)
+        view: dict[str, Any] = {
+            "title": f"{action.review.ref} rec. {action.ref or action.id}",
+            "action": action,
+            "rec": action.recommendation,
+            "notes": actions.progress_notes(s, action.id),
+            "history": history.for_action(s, action.id, tz=web.settings.tz),
+            "statuses": {k: v[0] for k, v in STATUS_TAGS.items()},
+            "due_fields": date_fields(None),
+            "completed_fields": date_fields(action.completed_on),
+        }
+        if person.coordinator:
+            view["agency_names"] = [a.name for a in agencies.list_all(s)]
+            view["people"] = _people(s, action)
+        return view
+
+
+def _people(session: Any, action: Action) -> list[Contact]:
+    """Who may own an action: active contacts, the lead agency's own first."""
+    rows = session.scalars(
+        select(Contact)
+        .options(joinedload(Contact.agency))
+        .where(Contact.active)
+        .order_by(Contact.name, Contact.email)
+    )
+    seen: dict[str, Contact] = {}
+    for c in sorted(rows, key=lambda c: c.agency_id != action.lead_agency_id):
+        seen.setdefault(c.email, c)
+    return list(seen.values())
