@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,7 +39,7 @@ from dhr_workflow.errors import UserError
 from dhr_workflow.importer.apply import ImportReport, apply_plan
 from dhr_workflow.importer.parse import parse_lines
 from dhr_workflow.importer.readers import FORMATS, read_source
-from dhr_workflow.models import ActionStatus, ReviewStatus
+from dhr_workflow.models import ActionStatus, ContactRole, ReviewStatus
 from dhr_workflow.ruleset import summary as ruleset_summary
 from dhr_workflow.transports import make_transport
 
@@ -678,19 +679,83 @@ def outbox_retry(app: App, /, note_id: int) -> None:
 
 # --- agencies and contacts -------------------------------------------------------------------
 
+CONTACT_ID = click.IntRange(1, 2**31 - 1)
+ROLE = click.Choice([r.value for r in ContactRole], case_sensitive=False)
+
 
 @main.group("agencies")
 def agencies_group() -> None:
-    """Agencies named in plans and contacts."""
+    """Agencies named in plans and contacts: list, rename, merge, add a spelling."""
 
 
 @agencies_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
-def agencies_list(app: App) -> None:
-    """List agencies."""
+def agencies_list(app: App, as_json: bool) -> None:
+    """List agencies with their spellings, the open actions they lead and their contacts."""
     with app.store().reading() as s:
-        rows = [[str(a.id), a.name] for a in agencies.list_all(s)]
-    _table(["id", "name"], rows)
+        rows = [asdict(a) for a in agencies.list_with_counts(s)]
+    if as_json:
+        _print_json(rows)
+        return
+    _table(
+        ["id", "name", "aliases", "open actions", "contacts"],
+        [
+            [
+                str(r["id"]),
+                r["name"],
+                _short("; ".join(r["aliases"]), 80),
+                str(r["open_actions"]),
+                str(r["contacts"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@agencies_group.command("rename")
+@click.argument("agency")
+@click.argument("new_name")
+@pass_app
+def agencies_rename(app: App, /, agency: str, new_name: str) -> None:
+    """Rename AGENCY (its id or any spelling); the old name still finds it."""
+    with app.store().transaction() as s:
+        found = agencies.resolve(s, agency)
+        old = found.name
+        agencies.rename(s, found, new_name, now=app.now(), actor=app.actor)
+        click.echo(
+            f"agency {found.id}: {old!r} is now {found.name!r} (the old name still finds it)"
+        )
+
+
+@agencies_group.command("merge")
+@click.argument("source")
+@click.argument("into")
+@pass_app
+def agencies_merge(app: App, /, source: str, into: str) -> None:
+    """Make SOURCE part of INTO (each an id or any spelling): its actions, contacts and
+    spellings move, and SOURCE's names find INTO from now on."""
+    with app.store().transaction() as s:
+        src, dst = agencies.resolve(s, source), agencies.resolve(s, into)
+        name = src.name
+        result = agencies.merge(s, src, dst, now=app.now(), actor=app.actor)
+        click.echo(
+            f"merged {name} into {dst.name}: {result.actions} action(s), "
+            f"{result.contacts} contact(s) ({result.deactivated} deactivated as duplicates), "
+            f"{result.aliases} spelling(s) moved"
+        )
+
+
+@agencies_group.command("alias")
+@click.argument("agency")
+@click.argument("alias")
+@pass_app
+def agencies_alias(app: App, /, agency: str, alias: str) -> None:
+    """Teach the store another spelling ALIAS of AGENCY (its id or any spelling)."""
+    with app.store().transaction() as s:
+        found = agencies.resolve(s, agency)
+        key = agencies.add_alias(s, found, alias, now=app.now(), actor=app.actor)
+        click.echo(f"agency {found.id} ({found.name}) is now also found as {alias!r} ({key})")
 
 
 @main.group("contacts")
@@ -700,30 +765,142 @@ def contacts_group() -> None:
 
 @contacts_group.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--new-agencies",
+    is_flag=True,
+    help="Create agencies the store does not know yet (else such a row fails the file).",
+)
 @pass_app
-def contacts_import(app: App, file: Path) -> None:
+def contacts_import(app: App, file: Path, new_agencies: bool) -> None:
     """Import contacts from a CSV with columns agency, role, name, email[, review]."""
     rows = contacts.read_csv(file)
     with app.store().transaction() as s:
-        result = contacts.import_rows(s, rows, now=app.now(), actor=app.actor, source=file.name)
+        result = contacts.import_rows(
+            s,
+            rows,
+            now=app.now(),
+            actor=app.actor,
+            source=file.name,
+            allow_new_agencies=new_agencies,
+        )
+    inactive = f", {result.inactive} inactive, not reactivated" if result.inactive else ""
     click.echo(
         f"{file}: {result.created} contact(s) added, {result.updated} renamed, "
-        f"{result.unchanged} already present"
+        f"{result.unchanged} already present{inactive}"
     )
 
 
 @contacts_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--all", "all_", is_flag=True, help="Deactivated contacts too.")
 @pass_app
-def contacts_list(app: App, as_json: bool) -> None:
-    """List contacts."""
+def contacts_list(app: App, as_json: bool, all_: bool) -> None:
+    """List active contacts (--all: deactivated ones too)."""
     with app.store().reading() as s:
-        rows = [contacts.describe(c) for c in contacts.list_all(s)]
+        rows = [contacts.describe(c) for c in contacts.list_all(s, include_inactive=all_)]
     if as_json:
         _print_json(rows)
         return
-    cols = ["role", "name", "email", "agency", "review"]
-    _table(cols, [[r[c] or "" for c in cols] for r in rows])
+    cols = ["id", "role", "name", "email", "agency", "review", *(["active"] if all_ else [])]
+    _table(cols, [[_cell(r[c]) for c in cols] for r in rows])
+
+
+@contacts_group.command("add")
+@click.option("--name", required=True)
+@click.option("--email", required=True)
+@click.option("--role", required=True, type=ROLE)
+@click.option("--agency", help="Its agency, by any known spelling (lead and manager).")
+@click.option("--review", help="Its review's ref (family liaison; coordinator or chair of one).")
+@pass_app
+def contacts_add(app: App, /, **fields: Any) -> None:
+    """Add one contact (checked like an imported row)."""
+    with app.store().transaction() as s:
+        contact = contacts.add(s, contacts.ContactInput(**fields), now=app.now(), actor=app.actor)
+        click.echo(f"contact {contact.id} added: {_who(contacts.describe(contact))}")
+
+
+@contacts_group.command("update")
+@click.argument("contact_id", metavar="ID", type=CONTACT_ID)
+@click.option("--name")
+@click.option("--email")
+@click.option("--role", type=ROLE)
+@click.option("--agency", help="Its agency, by any known spelling; '' for none.")
+@click.option("--review", help="Its review's ref; '' for none.")
+@pass_app
+def contacts_update(app: App, /, contact_id: int, **fields: Any) -> None:
+    """Correct a contact's name, email, role, agency or review."""
+    change = contacts.ContactChange(**fields)
+    if change == contacts.ContactChange():
+        raise UserError("nothing to change: give at least one option (see --help)")
+    with app.store().transaction() as s:
+        before = contacts.describe(contacts.get(s, contact_id))
+        after = contacts.describe(
+            contacts.update(s, contact_id, change, now=app.now(), actor=app.actor)
+        )
+    changed = [f for f in contacts.FIELDS if before[f] != after[f]]
+    click.echo(
+        f"contact {contact_id}: "
+        + (f"{', '.join(changed)} changed: {_who(after)}" if changed else "nothing changed")
+    )
+
+
+@contacts_group.command("deactivate")
+@click.argument("contact_id", metavar="ID", type=CONTACT_ID)
+@pass_app
+def contacts_deactivate(app: App, /, contact_id: int) -> None:
+    """Stop sending to a contact (kept, because the audit log names it)."""
+    with app.store().transaction() as s:
+        contact = contacts.deactivate(s, contact_id, now=app.now(), actor=app.actor)
+        click.echo(
+            f"contact {contact.id} deactivated, receives nothing from now on: "
+            f"{_who(contacts.describe(contact))}"
+        )
+
+
+@contacts_group.command("reactivate")
+@click.argument("contact_id", metavar="ID", type=CONTACT_ID)
+@pass_app
+def contacts_reactivate(app: App, /, contact_id: int) -> None:
+    """Send to a deactivated contact again."""
+    with app.store().transaction() as s:
+        contact = contacts.reactivate(s, contact_id, now=app.now(), actor=app.actor)
+        click.echo(f"contact {contact.id} reactivated: {_who(contacts.describe(contact))}")
+
+
+@contacts_group.command("gaps")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def contacts_gaps(app: App, as_json: bool) -> None:
+    """Roles with nobody to write to: agencies leading open actions without an active lead or
+    manager, open reviews without a coordinator or chair."""
+    with app.store().reading() as s:
+        found = [asdict(g) for g in contacts.gaps(s)]
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        click.echo(
+            "no gaps: every agency leading open actions has an active lead and manager, "
+            "every open review a coordinator and a chair"
+        )
+        return
+    _table(
+        ["role", "where", "open actions"],
+        [[g["role"], g["where"], str(g["open_actions"])] for g in found],
+    )
+
+
+def _who(contact: dict[str, Any]) -> str:
+    where = contact["agency"] or (f"review {contact['review']}" if contact["review"] else None)
+    return f"{contact['name']} <{contact['email']}>, {contact['role']}" + (
+        f" of {where}" if where else ""
+    )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "" if value is None else str(value)
 
 
 # --- actions ---------------------------------------------------------------------------------
