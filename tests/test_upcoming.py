@@ -205,8 +205,8 @@ def test_forecast_matches_the_real_runs_day_by_day(store: db.Store, rules: Any, 
 def test_a_step_is_sent_once_and_a_higher_step_later(
     store: db.Store, ladder: Any, world: Any
 ) -> None:
-    """-7d reached on the first run is not repeated on the eight runs after it; +1d, reached
-    on a Sunday, is Monday's; the forecast shows each step once."""
+    """-7d, reached on the first run, is not sent again by the nine runs after it; +1d, reached
+    on a Sunday, is Monday's, once."""
     ids = world(a=("Police", D(2024, 1, 20), "open"))
     planned = forecast(store, ladder).messages
     assert [(p.at, p.step, p.template, p.action_ids) for p in planned] == [
