@@ -122,6 +122,7 @@ def _contact(web: Web, contact_id: int) -> dict[str, Any]:
             contact = contacts.get(s, contact_id)
         except NotFound:
             raise Hidden from None
+        _ = (contact.agency, contact.review)  # rendered after the session closes
         return {"title": f"Contact: {contact.name}", "contact": contact, **_choices(s)}
 
 

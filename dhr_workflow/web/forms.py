@@ -127,6 +127,10 @@ STATUSES = {s.value for s in ActionStatus}
 ROLES = {r.value for r in ContactRole}
 
 
+def too_large(limit: int) -> str:
+    return f"The file must be smaller than {limit / (1024 * 1024):.3g} MB"
+
+
 def upload(form: FormData, name: str, errors: Errors, limit: int) -> tuple[str, bytes] | None:
     """An uploaded file's name and bytes, or None with the reason in ``errors``."""
     item = form.get(name)
@@ -135,7 +139,7 @@ def upload(form: FormData, name: str, errors: Errors, limit: int) -> tuple[str, 
         return None
     data: Any = item.file.read(limit + 1)
     if len(data) > limit:
-        errors.add(name, f"The file must be smaller than {limit // (1024 * 1024)} MB")
+        errors.add(name, too_large(limit))
         return None
     if not data:
         errors.add(name, "The selected file is empty")

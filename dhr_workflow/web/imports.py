@@ -28,7 +28,7 @@ from dhr_workflow.models import PlanUpload, Review
 from dhr_workflow.signin import Principal
 from dhr_workflow.web.app import Hidden, Web, redirect
 from dhr_workflow.web.filters import review_url
-from dhr_workflow.web.forms import Errors, Reader, date_fields, upload
+from dhr_workflow.web.forms import Errors, Reader, date_fields, too_large, upload
 from dhr_workflow.web.reviews import ANCHOR_LABELS
 
 KEEP_UPLOADS = dt.timedelta(days=1)  # an unconfirmed upload is forgotten after this
@@ -45,15 +45,18 @@ def routes(web: Web) -> list[Route]:
             return web.page(request, "imports/upload.html", title="Import a plan", refs=refs)
         errors = Errors()
         if int(request.headers.get("content-length") or 0) > limit + 65536:
-            errors.add("plan", f"The file must be smaller than {limit // (1024 * 1024)} MB")
+            errors.add("plan", too_large(limit))
             return web.page(
                 request, "imports/upload.html", 413, title="Import a plan", errors=errors,
                 refs=refs,
             )  # fmt: skip
         form = await web.form(request, max_files=1, max_fields=10)
-        reader = Reader(form, errors)
-        ref = reader.text("review", "the review's reference", required=True, limit=100)
-        file = upload(form, "plan", errors, limit)
+        try:
+            reader = Reader(form, errors)
+            ref = reader.text("review", "the review's reference", required=True, limit=100)
+            file = upload(form, "plan", errors, limit)
+        finally:
+            await form.close()  # the upload's spooled temporary file
         if file is not None and not errors:
             try:
                 upload_id = await web.run(_store, web, person, ref, *file)
