@@ -33,12 +33,13 @@ from dhr_workflow import (
     messages,
     outbox,
     reviews,
+    signin,
 )
 from dhr_workflow.config import Settings, load_settings
 from dhr_workflow.errors import UserError
+from dhr_workflow.importer import read_plan
 from dhr_workflow.importer.apply import ImportReport, apply_plan
-from dhr_workflow.importer.parse import parse_lines
-from dhr_workflow.importer.readers import FORMATS, read_source
+from dhr_workflow.importer.readers import FORMATS
 from dhr_workflow.models import ActionStatus, ContactRole, ReviewStatus
 from dhr_workflow.ruleset import summary as ruleset_summary
 from dhr_workflow.transports import make_transport
@@ -315,10 +316,7 @@ def import_plan(
     as_json: bool,
 ) -> None:
     """Import an action plan (extracted text, CSV, XLSX or DOCX) into a review."""
-    source = read_source(path, fmt)  # type: ignore[arg-type]  # click.Choice guarantees it
-    plan = parse_lines(source.lines)
-    if not plan.rows:
-        raise UserError(_no_actions_message(path, plan.headers_found))
+    source, plan = read_plan(path, fmt)  # type: ignore[arg-type]  # click.Choice guarantees it
     store = app.store()
     session = store.reading() if dry_run else store.transaction()
     with session as s, _progress(len(plan.rows), not as_json) as advance:
@@ -339,15 +337,6 @@ def import_plan(
         _print_json({**report.to_json(), "dry_run": dry_run, "format": source.format})
     else:
         _print_import(report, source.format, dry_run)
-
-
-def _no_actions_message(path: Path, headers: int) -> str:
-    if headers == 0:
-        return (
-            f"{path}: no table with a recognisable header (columns such as "
-            "Recommendation, Action, Lead Agency, Target date; see README: Importing plans)"
-        )
-    return f"{path}: found the table header but no actions under it"
 
 
 @contextmanager
@@ -583,6 +572,27 @@ def feeds_revoke(app: App, /, feed_id: int) -> None:
     with app.store().transaction() as s:
         feeds.revoke(s, feed_id, now=app.now(), actor=app.actor)
     click.echo(f"feed {feed_id} revoked")
+
+
+@main.command("signin-link")
+@click.argument("email")
+@pass_app
+def signin_link(app: App, /, email: str) -> None:
+    """Print a sign-in link for a contact who may sign in (valid 15 minutes, once)."""
+    with app.store().transaction() as s:
+        asked = signin.request_link(s, email, now=app.now(), client="cli")
+    if asked.person is None:
+        raise UserError(
+            f"{email} may not sign in: no active coordinator, chair, agency lead or manager "
+            "has that address (see `dhr-workflow contacts list`)"
+        )
+    if asked.secret is None:
+        raise UserError(
+            f"{email} has asked for {signin.LINKS_PER_ADDRESS} links in the last 15 minutes; "
+            "use one of those or wait"
+        )
+    click.echo(f"sign-in link for {asked.person.name} (valid 15 minutes, works once):")
+    click.echo(f"{app.settings.public_base_url}/signin/{asked.secret}")
 
 
 # --- sending ---------------------------------------------------------------------------------

@@ -23,14 +23,12 @@ from typing import Any
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from dhr_workflow import audit, db, engine, outbox
 from dhr_workflow.config import Settings
-from dhr_workflow.durations import parse_cron
 from dhr_workflow.errors import UserError
-from dhr_workflow.ruleset import Every, RuleSet
+from dhr_workflow.ruleset import RuleSet, trigger
 from dhr_workflow.templates import Templates
 from dhr_workflow.transports import make_transport
 from dhr_workflow.web import Health, Metrics, create_app
@@ -67,12 +65,12 @@ class Daemon:
             if job.id.startswith("rule:"):
                 job.remove()
         for item in self.ruleset.entries():
-            trigger = (
-                CronTrigger(hour=7, minute=0, timezone=self.settings.tz)
-                if isinstance(item.schedule, Every)
-                else parse_cron(item.schedule, self.settings.tz)
+            self.scheduler.add_job(
+                self._tick,
+                trigger(item, self.settings.tz),
+                args=[[item.id]],
+                id=f"rule:{item.id}",
             )
-            self.scheduler.add_job(self._tick, trigger, args=[[item.id]], id=f"rule:{item.id}")
         self.scheduler.add_job(
             self._tick, IntervalTrigger(minutes=15), args=[["calendar"]], id="rule:calendar"
         )

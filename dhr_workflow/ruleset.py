@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import yaml
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -481,3 +482,15 @@ def summary(item: Ladder | Rule) -> str:
         return f"ladder {item.id} [{schedule}]: {steps}"
     targets = "; ".join(f"{n.template} to {', '.join(n.to)}" for n in item.notify)
     return f"rule {item.id} [{schedule}] per {item.scope}: {targets}"
+
+
+REVIEW_CHECK = dt.time(7, 0)  # when recurring review rules are checked each day
+
+
+def trigger(item: Ladder | Rule, tz: ZoneInfo) -> CronTrigger:
+    """When the daemon runs a rule: its cron, or daily at 07:00 for a recurring review rule
+    (which works out its own occurrence from the review's date). The forecast of what will be
+    sent uses the same schedule."""
+    if isinstance(item.schedule, Every):
+        return CronTrigger(hour=REVIEW_CHECK.hour, minute=REVIEW_CHECK.minute, timezone=tz)
+    return parse_cron(item.schedule, tz)

@@ -24,12 +24,11 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.orm import Session
 
 from dhr_workflow import engine
-from dhr_workflow.durations import _after, parse_cron
+from dhr_workflow.durations import _after
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.recipients import Directory
-from dhr_workflow.ruleset import Every, Ladder, Rule, RuleSet
+from dhr_workflow.ruleset import RuleSet, trigger
 
-REVIEW_CHECK = dt.time(7, 0)  # when the daemon checks `every ... from` rules (daemon._schedule)
 MAX_DAYS = 366  # a year of runs is a few thousand evaluations: enough for any page
 
 
@@ -112,14 +111,6 @@ def forecast(
 
 
 # --- run times -------------------------------------------------------------------------------
-
-
-def trigger(item: Ladder | Rule, tz: ZoneInfo) -> CronTrigger:
-    """The schedule the daemon gives a rule: its cron, or daily at 07:00 for a recurring
-    review rule (which works out its own occurrence from the review's date)."""
-    if isinstance(item.schedule, Every):
-        return CronTrigger(hour=REVIEW_CHECK.hour, minute=REVIEW_CHECK.minute, timezone=tz)
-    return parse_cron(item.schedule, tz)
 
 
 def run_times(

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from dhr_workflow import actions, contacts
 from dhr_workflow.models import AuditEvent, SigninToken
+from tests.conftest import CliFn
 from tests.web_support import HEALTH_SECRET, Site, csrf, session_csrf, site_fixture  # noqa: F401
 
 
@@ -258,3 +259,18 @@ def test_html_in_plan_text_is_escaped(site: Site) -> None:
     page = client.get("/reviews/R1")
     assert "<script>alert(1)" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+
+
+def test_signin_link_from_the_command_line(site: Site, cli: CliFn) -> None:
+    refused = cli("signin-link", "fay@csp.example.org")  # a family liaison
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith("error: fay@csp.example.org may not sign in")
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert cli("signin-link", "nobody@example.org").exit_code == 2
+    printed = cli("signin-link", "Chris@CSP.example.org")
+    assert printed.exit_code == 0, printed.stderr
+    link = printed.stdout.strip().splitlines()[-1]  # the last line is the link, for scripts
+    assert link.startswith("http://127.0.0.1:8080/signin/")
+    client = site.client()
+    assert site.use_link(client, link).status_code == 303
+    assert client.get("/").status_code == 200
