@@ -68,6 +68,11 @@ def role_name(value: str) -> str:
     return ROLE_NAMES.get(value, value)
 
 
+def sentence(value: str) -> str:
+    """First letter up, the rest as written (Jinja's capitalize lowers "Home Office")."""
+    return value[:1].upper() + value[1:]
+
+
 def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count} {word if count == 1 else (many or word + 's')}"
 
@@ -90,5 +95,6 @@ def install(env: Environment) -> None:
         role_name=role_name,
         review_url=review_url,
         statusitems=status_items,
+        sentence=sentence,
     )
     env.globals.update(status_tag=status_tag, plural=plural)

@@ -32,6 +32,14 @@ class Errors:
         message = self.fields.get(field_id)
         return {"text": message} if message else None
 
+    def date(self, prefix: str) -> dict[str, str] | None:
+        """The error of a GOV.UK date input, whichever of its three fields it is on."""
+        for part in ("day", "month", "year"):
+            found = self.get(f"{prefix}-{part}")
+            if found:
+                return found
+        return None
+
     def summary(self) -> list[dict[str, str]]:
         return [{"text": m, "href": f"#{f}"} for f, m in self.fields.items()]
 

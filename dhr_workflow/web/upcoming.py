@@ -53,8 +53,32 @@ def _forecast(web: Web, person: Principal) -> dict[str, Any]:
         for address in message.cc:
             people[address].append((message, "copy"))
     return {
+        "gap_lines": [_gap_words(g) for g in found.gaps],
         "forecast": found,
         "people": sorted(people.items()),
         "days": DAYS,
         "template_names": TEMPLATE_NAMES,
     }
+
+
+ROLE_WORDS = {
+    "owner": "no owner or agency lead",
+    "agency.lead": "no agency lead",
+    "agency.manager": "no agency manager",
+    "coordinator": "no DHR coordinator",
+    "partnership.chair": "no partnership chair",
+    "review.family_liaison": "no family liaison",
+}
+
+
+def _gap_words(gap: upcoming.PlannedGap) -> str:
+    """A gap as a coordinator reads it: who is missing, or which review date is not set."""
+    what = (
+        f"{len(gap.action_ids)} action{'s' if len(gap.action_ids) != 1 else ''}"
+        if gap.action_ids
+        else f"{len(gap.review_ids)} review{'s' if len(gap.review_ids) != 1 else ''}"
+    )
+    if gap.role.startswith("review.") and gap.role.endswith("_on"):
+        date = gap.role.removeprefix("review.").removesuffix("_on").replace("_", "-")
+        return f"the {date} date is not set on {what} (rule {gap.rule})"
+    return f"{ROLE_WORDS.get(gap.role, gap.role)} for {what} (rule {gap.rule})"
