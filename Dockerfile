@@ -1,5 +1,6 @@
 # dhr-workflow daemon image. Build: docker build -t dhr-workflow .
-# Run:   docker run -v dhr-data:/data -p 8080:8080 -e DHR_HTTP_HOST=0.0.0.0 dhr-workflow
+# Run:   docker run -v dhr-data:/data -p 8080:8080 -e DHR_HTTP_HOST=0.0.0.0 \
+#          -e DHR_BASE_URL=https://dhr.example.org dhr-workflow
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -24,5 +25,5 @@ VOLUME ["/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('DHR_HTTP_PORT', '8080') + '/healthz', timeout=4)" || exit 1
-# Create or upgrade the schema, then run the daemon (scheduler, sender, feeds).
+# Create or upgrade the schema, then run the daemon (scheduler, sender, web app, feeds).
 CMD ["sh", "-c", "dhr-workflow init && exec dhr-workflow run"]
