@@ -19,6 +19,7 @@ from dhr_workflow import actions, contacts, db, reviews
 from dhr_workflow.config import load_settings
 from dhr_workflow.transports import MemoryTransport
 from dhr_workflow.web import Health, Metrics, create_app
+from tests.test_delivery import Clock
 
 START = dt.datetime(2024, 3, 4, 9, 0, tzinfo=dt.UTC)  # a Monday
 BASE = "http://127.0.0.1:8080"
@@ -34,17 +35,6 @@ Health,lead,Hal Lead,hal@health.example.org,
 HEALTH_SECRET = "Review the GP records of the victims partner"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _LINK = re.compile(r"https?://\S+/signin/[\w-]+")
-
-
-class Clock:
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += dt.timedelta(**kw)
 
 
 @dataclass

@@ -122,8 +122,11 @@ def _view(web: Web, person: Principal, action_id: int) -> dict[str, Any]:
             "completed_fields": date_fields(action.completed_on),
         }
         if person.coordinator:
-            view["agency_names"] = [a.name for a in agencies.list_all(s)]
-            view["people"] = _people(s, action)
+            view["agency_options"] = [(a.name, a.name) for a in agencies.list_all(s)]
+            view["people_options"] = [
+                (c.email, f"{c.name} ({c.email})" + (f", {c.agency.name}" if c.agency else ""))
+                for c in _people(s, action)
+            ]
         return view
 
 

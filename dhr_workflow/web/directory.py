@@ -16,6 +16,7 @@ from dhr_workflow.errors import NotFound, UserError
 from dhr_workflow.models import Review
 from dhr_workflow.signin import Principal
 from dhr_workflow.web.app import Hidden, Web, redirect
+from dhr_workflow.web.filters import role_name
 from dhr_workflow.web.forms import ROLES, Errors, Reader
 
 
@@ -99,10 +100,14 @@ async def _reader(web: Web, request: Request) -> Principal:
 
 
 def _choices(session: Any) -> dict[str, Any]:
+    """The options of a contact's role, agency and review selects, as (value, text) pairs."""
+    refs = session.scalars(select(Review.ref).order_by(Review.ref))
     return {
-        "agency_names": [a.name for a in agencies.list_all(session)],
-        "review_refs": list(session.scalars(select(Review.ref).order_by(Review.ref))),
-        "roles": sorted(ROLES),
+        "choices": {
+            "roles": [(r, role_name(r)) for r in sorted(ROLES)],
+            "agencies": [(a.name, a.name) for a in agencies.list_all(session)],
+            "reviews": [(r, r) for r in refs],
+        }
     }
 
 
@@ -218,7 +223,7 @@ def _agency(web: Web, agency_id: int) -> dict[str, Any]:
         return {
             "title": f"Agency: {found[0].name}",
             "agency": found[0],
-            "others": [a for a in summaries if a.id != agency_id],
+            "merge_options": [(str(a.id), a.name) for a in summaries if a.id != agency_id],
         }
 
 
