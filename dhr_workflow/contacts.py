@@ -206,13 +206,13 @@ def import_rows(
     now: dt.datetime,
     actor: str,
     source: str,
-    allow_new_agencies: bool = True,
+    allow_new_agencies: bool = False,
 ) -> ImportResult:
     """Create contacts not yet present (same email, role, agency and review); rename those
     whose name changed; leave deactivated ones deactivated. Re-importing the same file changes
-    nothing. With ``allow_new_agencies=False`` an agency the store does not know fails the
-    whole file (a misspelling would otherwise become a new agency nobody leads actions of),
-    unless the store has no agencies yet."""
+    nothing. An agency the store does not know fails the whole file (a misspelling would
+    otherwise become a new agency nobody leads actions of), unless the store has no agencies
+    yet or ``allow_new_agencies`` is set."""
     reviews = _reviews_named(session, rows, source)
     if not allow_new_agencies:
         _refuse_unknown_agencies(session, rows, source)

@@ -327,7 +327,10 @@ def due_soon(url: str, tmp_path: Path, first: int, count: int) -> None:
     with store.transaction() as s:
         if s.scalar(select(func.count()).select_from(reviews.Review)) == 0:
             reviews.add(s, "R1", "Review one", now=NOW, actor="test")
-        contacts.import_rows(s, contacts.read_csv(people), now=NOW, actor="test", source="c")
+        contacts.import_rows(
+            s, contacts.read_csv(people), now=NOW, actor="test", source="c",
+            allow_new_agencies=True,
+        )  # fmt: skip
         for i in range(first, first + count):
             actions.create(
                 s,

@@ -373,6 +373,7 @@ def test_dropped_connection_mid_batch(store: db.Store, rules: Any, plan: Any) ->
             now=NOW,
             actor=ACTOR,
             source="x",
+            allow_new_agencies=True,
         )
         actions.create(
             s,

@@ -236,7 +236,7 @@ def test_token_guessing_is_rate_limited(store: db.Store, client: Any) -> None:
 
 
 def test_miss_limiter_forgets_after_the_window() -> None:
-    from dhr_workflow.web import MissLimiter
+    from dhr_workflow.web.limits import MissLimiter
 
     limiter = MissLimiter(limit=2, window=10)
     for t in (0.0, 1.0, 2.0):
@@ -269,7 +269,7 @@ def test_version_stamp_is_reused_for_a_few_seconds(store: db.Store, client: Any)
 
 
 def test_version_cache_expires_and_is_bounded() -> None:
-    from dhr_workflow.web import VersionCache
+    from dhr_workflow.web.feeds import VersionCache
 
     cache = VersionCache(ttl=5, size=2)
     cache.put(("a", False), '"1"', now=100.0)
