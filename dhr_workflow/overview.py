@@ -1,18 +1,17 @@
 """What the web app's pages show, read from the store: counts per review, overdue actions by
 agency, the needs-review queue, failed messages, a review's actions by recommendation.
 
-Every function takes ``agencies``: None for someone who reads everything, else the agencies
-whose actions the reader may see (agency leads and managers).
+Every function takes ``scope``: None for someone who reads everything, else what the reader
+may see (:class:`signin.Scope`: their agencies' actions and their reviews').
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select, true
+from sqlalchemy import ColumnElement, case, func, or_, select, true
 from sqlalchemy.orm import Session, joinedload
 
 from dhr_workflow.models import (
@@ -25,6 +24,7 @@ from dhr_workflow.models import (
     Review,
     ReviewStatus,
 )
+from dhr_workflow.signin import Scope
 
 SOON = dt.timedelta(days=30)
 _OPEN = Action.status.not_in([s.value for s in CLOSED_STATUSES])
@@ -40,14 +40,17 @@ class ReviewCounts:
     needs_review: int
 
 
-def _visible(agencies: Collection[int] | None) -> ColumnElement[bool]:
+def _visible(scope: Scope | None) -> ColumnElement[bool]:
     """The actions this reader may see."""
-    return true() if agencies is None else Action.lead_agency_id.in_(list(agencies))
+    if scope is None:
+        return true()
+    return or_(
+        Action.lead_agency_id.in_(list(scope.agency_ids)),
+        Action.review_id.in_(list(scope.review_ids)),
+    )
 
 
-def review_counts(
-    session: Session, today: dt.date, agencies: Collection[int] | None
-) -> list[ReviewCounts]:
+def review_counts(session: Session, today: dt.date, scope: Scope | None) -> list[ReviewCounts]:
     """Open reviews with their action counts (only reviews with visible actions for an
     agency reader)."""
 
@@ -63,18 +66,18 @@ def review_counts(
             count(Action.status == ActionStatus.COMPLETED.value),
             count(_OPEN & Action.needs_review),
         )
-        .join(Action, Action.review_id == Review.id, isouter=agencies is None)
+        .join(Action, Action.review_id == Review.id, isouter=scope is None)
         .where(Review.status == ReviewStatus.OPEN.value)
         .group_by(Review.id)
         .order_by(Review.ref)
     )
     return [ReviewCounts(r, *map(int, rest)) for r, *rest in session.execute(
-        stmt.where(_visible(agencies))
+        stmt.where(_visible(scope))
     )]  # fmt: skip
 
 
 def overdue_by_agency(
-    session: Session, today: dt.date, agencies: Collection[int] | None
+    session: Session, today: dt.date, scope: Scope | None
 ) -> list[tuple[Agency | None, int, dt.date | None]]:
     """(agency, overdue open actions, the oldest due date), most overdue first."""
     stmt = (
@@ -83,16 +86,14 @@ def overdue_by_agency(
         .group_by(Action.lead_agency_id)
         .order_by(func.count().desc())
     )
-    rows = session.execute(stmt.where(_visible(agencies))).all()
+    rows = session.execute(stmt.where(_visible(scope))).all()
     names = {a.id: a for a in session.scalars(select(Agency))} if rows else {}
     return [
         (names.get(agency_id) if agency_id else None, n, oldest) for agency_id, n, oldest in rows
     ]
 
 
-def needs_review(
-    session: Session, agencies: Collection[int] | None, limit: int = 100
-) -> list[Action]:
+def needs_review(session: Session, scope: Scope | None, limit: int = 100) -> list[Action]:
     """Open actions flagged for a coordinator's check, oldest review first."""
     stmt = (
         select(Action)
@@ -101,7 +102,7 @@ def needs_review(
         .order_by(Action.review_id, Action.id)
         .limit(limit)
     )
-    return list(session.scalars(stmt.where(_visible(agencies))))
+    return list(session.scalars(stmt.where(_visible(scope))))
 
 
 def failed_messages(session: Session, limit: int = 20) -> list[Notification]:
@@ -126,7 +127,7 @@ def review_actions(
     review: Review,
     flt: ActionFilter,
     today: dt.date,
-    agencies: Collection[int] | None,
+    scope: Scope | None,
 ) -> list[tuple[Recommendation | None, list[Action]]]:
     """A review's actions grouped under their recommendations, in plan order."""
     stmt = (
@@ -148,7 +149,7 @@ def review_actions(
     if flt.agency_id is not None:
         stmt = stmt.where(Action.lead_agency_id == flt.agency_id)
     groups: dict[int | None, tuple[Recommendation | None, list[Action]]] = {}
-    for action in session.scalars(stmt.where(_visible(agencies))).unique():
+    for action in session.scalars(stmt.where(_visible(scope))).unique():
         rec = action.recommendation
         groups.setdefault(rec.id if rec else None, (rec, []))[1].append(action)
     return list(groups.values())

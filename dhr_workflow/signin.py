@@ -38,36 +38,67 @@ def digest(secret: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """A signed-in person and what they may see: coordinators everything (and edit), chairs
-    everything (read), agency leads and managers their agencies' actions."""
+    """A signed-in person and what they may see and change.
+
+    Partnership-wide coordinators see and change everything; partnership-wide chairs read
+    everything. A coordinator or chair of one review (a contact with a review) sees that
+    review's actions, and a coordinator of one review changes them. Agency leads and managers
+    see their agencies' actions.
+    """
 
     email: str
     name: str
-    roles: frozenset[str]
-    agency_ids: frozenset[int]
+    roles: frozenset[str]  # the partnership-wide roles
+    agency_ids: frozenset[int] = frozenset()
+    review_ids: frozenset[int] = frozenset()  # reviews they coordinate or chair
+    coordinated_ids: frozenset[int] = frozenset()  # reviews they coordinate
 
     @property
     def coordinator(self) -> bool:
+        """A partnership-wide coordinator: every page, every change."""
         return ContactRole.COORDINATOR in self.roles
 
     @property
     def reads_all(self) -> bool:
         return self.coordinator or ContactRole.CHAIR in self.roles
 
-    def sees_agency(self, agency_id: int | None) -> bool:
-        return self.reads_all or (agency_id is not None and agency_id in self.agency_ids)
+    @property
+    def scope(self) -> Scope | None:
+        """The actions they may see, for queries (None: all of them)."""
+        return None if self.reads_all else Scope(self.agency_ids, self.review_ids)
+
+    def sees(self, review_id: int, agency_id: int | None) -> bool:
+        return (
+            self.reads_all
+            or review_id in self.review_ids
+            or (agency_id is not None and agency_id in self.agency_ids)
+        )
+
+    def edits(self, review_id: int) -> bool:
+        return self.coordinator or review_id in self.coordinated_ids
 
     @property
     def role_label(self) -> str:
         for role, label in (
             (ContactRole.COORDINATOR, "DHR coordinator"),
             (ContactRole.CHAIR, "Partnership chair"),
-            (ContactRole.MANAGER, "Agency manager"),
-            (ContactRole.LEAD, "Agency lead"),
         ):
             if role in self.roles:
                 return label
-        return ""
+        if self.coordinated_ids:
+            return "DHR coordinator for a review"
+        if self.review_ids:
+            return "Chair for a review"
+        return "Agency contact"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a reader who does not see everything may see: the actions their agencies lead and
+    every action of the reviews they belong to."""
+
+    agency_ids: frozenset[int]
+    review_ids: frozenset[int]
 
 
 def principal(session: Session, email: str) -> Principal | None:
@@ -85,11 +116,19 @@ def principal(session: Session, email: str) -> Principal | None:
     )
     if not rows:
         return None
+    wide = [c for c in rows if c.agency_id is None and c.review_id is None]
+    scoped = [c for c in rows if c.review_id is not None]
     return Principal(
         email=rows[0].email,
         name=rows[0].name,
-        roles=frozenset(c.role for c in rows),
+        roles=frozenset(c.role for c in wide),
         agency_ids=frozenset(c.agency_id for c in rows if c.agency_id is not None),
+        review_ids=frozenset(c.review_id for c in scoped if c.review_id is not None),
+        coordinated_ids=frozenset(
+            c.review_id
+            for c in scoped
+            if c.review_id is not None and c.role == ContactRole.COORDINATOR
+        ),
     )
 
 

@@ -7,7 +7,7 @@ from http.cookies import SimpleCookie
 
 from sqlalchemy import select
 
-from dhr_workflow import actions, contacts
+from dhr_workflow import actions, contacts, reviews
 from dhr_workflow.models import AuditEvent, SigninToken
 from tests.conftest import CliFn
 from tests.web_support import HEALTH_SECRET, Site, csrf, session_csrf, site_fixture  # noqa: F401
@@ -274,3 +274,39 @@ def test_signin_link_from_the_command_line(site: Site, cli: CliFn) -> None:
     client = site.client()
     assert site.use_link(client, link).status_code == 303
     assert client.get("/").status_code == 200
+
+
+def test_a_reviews_own_chair_and_coordinator_see_that_review_only(site: Site) -> None:
+    with site.store.transaction() as s:
+        reviews.add(s, "R2", "Case two", now=site.clock(), actor="test")
+        other = actions.create(
+            s, "R2", now=site.clock(), actor="test", recommendation="1", lead_agency="Police",
+            text="Audit the second case files",
+        )  # fmt: skip
+        for name, role, email in (
+            ("Ivy Chair", "chair", "ivy@csp.example.org"),
+            ("Col Coordinator", "coordinator", "col@csp.example.org"),
+        ):
+            contacts.add(
+                s, contacts.ContactInput(name, email, role, review="R2"), now=site.clock(),
+                actor="test",
+            )  # fmt: skip
+    r1_health = f"/actions/{site.ids['health']}"
+    r2_action = f"/actions/{other.id}"
+    chair = site.client()
+    site.sign_in(chair, "ivy@csp.example.org")
+    assert "Audit the second case files" in chair.get(r2_action).text
+    assert "Update this action" not in chair.get(r2_action).text
+    assert chair.get(r1_health).status_code == 404
+    assert chair.get("/reviews/R1").status_code == 404
+    assert HEALTH_SECRET not in chair.get("/").text
+    for page in ("/contacts", "/agencies", "/import", "/upcoming"):
+        assert chair.get(page).status_code == 404, page
+    coordinator = site.client()
+    site.sign_in(coordinator, "col@csp.example.org")
+    assert "Update this action" in coordinator.get(r2_action).text
+    settle = {"form": "progress", "status": "withdrawn", "csrf_token": session_csrf(coordinator)}
+    assert coordinator.post(r1_health, data=settle).status_code == 404
+    assert coordinator.post(r2_action, data=settle).status_code == 303
+    for page in ("/contacts", "/agencies", "/import", "/upcoming"):
+        assert coordinator.get(page).status_code == 404, page

@@ -30,8 +30,8 @@ def routes(web: Web) -> list[Route]:
             data = await web.run(_view, web, person, action_id)
             banner = request.session.pop("banner", None)
             return web.page(request, "action.html", banner=banner, **data)
-        await web.require(request, edit=True)
         form = await web.form(request)
+        await web.run(_view, web, person, action_id, edit=True)  # 404 unless theirs to change
         which = form.get("form")
         if which not in FORMS:
             raise Hidden
@@ -101,13 +101,15 @@ def _save(web: Web, person: Principal, action_id: int, change: actions.ActionCha
         )  # fmt: skip
 
 
-def _view(web: Web, person: Principal, action_id: int) -> dict[str, Any]:
+def _view(web: Web, person: Principal, action_id: int, *, edit: bool = False) -> dict[str, Any]:
     with web.store.reading() as s:
         try:
             action = actions.get(s, action_id)
         except NotFound:
             raise Hidden from None
-        if not person.sees_agency(action.lead_agency_id):
+        if not person.sees(action.review_id, action.lead_agency_id):
+            raise Hidden
+        if edit and not person.edits(action.review_id):
             raise Hidden
         # The page is rendered after the session closes: load what it shows now.
         _ = (action.review, action.recommendation, action.lead_agency, action.owner_contact)
@@ -121,7 +123,8 @@ def _view(web: Web, person: Principal, action_id: int) -> dict[str, Any]:
             "due_fields": date_fields(None),
             "completed_fields": date_fields(action.completed_on),
         }
-        if person.coordinator:
+        view["can_edit"] = person.edits(action.review_id)
+        if view["can_edit"]:
             view["agency_options"] = [(a.name, a.name) for a in agencies.list_all(s)]
             view["people_options"] = [
                 (c.email, f"{c.name} ({c.email})" + (f", {c.agency.name}" if c.agency else ""))

@@ -24,12 +24,11 @@ def routes(web: Web) -> list[Route]:
 
 
 def _dashboard(web: Web, person: Principal) -> dict[str, Any]:
-    agencies = None if person.reads_all else person.agency_ids
-    today = web.today()
+    scope, today = person.scope, web.today()
     with web.store.reading() as s:
         return {
-            "reviews": overview.review_counts(s, today, agencies),
-            "overdue": overview.overdue_by_agency(s, today, agencies),
-            "flagged": overview.needs_review(s, agencies),
+            "reviews": overview.review_counts(s, today, scope),
+            "overdue": overview.overdue_by_agency(s, today, scope),
+            "flagged": overview.needs_review(s, scope),
             "failed": overview.failed_messages(s) if person.reads_all else [],
         }

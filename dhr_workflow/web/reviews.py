@@ -36,7 +36,6 @@ def routes(web: Web) -> list[Route]:
         person = await web.require(request)
         ref = request.path_params["ref"]
         if request.method == "POST":
-            await web.require(request, edit=True)
             form = await web.form(request)
             return await _post(web, request, person, ref, form)
         flt = _filter(request)
@@ -63,11 +62,13 @@ def _filter(request: Request) -> overview.ActionFilter:
     )
 
 
-def _review(session: Any, ref: str, person: Principal) -> Review:
+def _review(session: Any, ref: str, person: Principal, *, edit: bool = False) -> Review:
     try:
         review = reviews.get(session, ref)
     except NotFound:
         raise Hidden from None
+    if edit and not person.edits(review.id):
+        raise Hidden
     return review
 
 
@@ -79,22 +80,25 @@ def _view(
     errors: Errors | None = None,
     values: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    agencies = None if person.reads_all else person.agency_ids
+    scope, today = person.scope, web.today()
     with web.store.reading() as s:
         review = _review(s, ref, person)
-        groups = overview.review_actions(s, review, flt, web.today(), agencies)
-        if agencies is not None and not overview.review_actions(
-            s, review, overview.ActionFilter(), web.today(), agencies
-        ):
-            raise Hidden  # an agency reader sees a review only through their actions
+        groups = overview.review_actions(s, review, flt, today, scope)
+        # An agency reader sees a review only through their actions (any, not only the
+        # filtered ones: a filter that matches nothing is not a 404).
+        outside = scope is not None and review.id not in scope.review_ids
+        everything = overview.ActionFilter()
+        if outside and not (groups or overview.review_actions(s, review, everything, today, scope)):
+            raise Hidden
         return {
             "title": review.title,
             "review": review,
             "groups": groups,
             "flt": flt,
             "status_filters": STATUS_FILTERS,
-            "agencies": overview.review_agencies(s, review) if agencies is None else [],
-            "feeds": _feeds(s, review) if person.coordinator else [],
+            "agencies": overview.review_agencies(s, review) if scope is None else [],
+            "can_edit": person.edits(review.id),
+            "feeds": _feeds(s, review) if person.edits(review.id) else [],
             "anchors": ANCHOR_LABELS,
             "dates": values or {k: date_fields(getattr(review, k)) for k in ANCHOR_LABELS},
             "errors": errors,
@@ -137,6 +141,11 @@ async def _post(
         feed_url = f"{web.settings.public_base_url}/feeds/{secret}.ics"
         return web.page(request, "review.html", new_feed_url=feed_url, **data)
     raise Hidden
+
+
+def _may_edit(web: Web, person: Principal, ref: str) -> None:
+    with web.store.reading() as s:
+        _review(s, ref, person, edit=True)
 
 
 def _save_anchors(web: Web, person: Principal, ref: str, dates: dict[str, Any]) -> int:
