@@ -177,3 +177,28 @@ def test_no_change_writes_nothing(cli: CliFn, plan: Path, store: db.Store) -> No
         actions.update(
             s, first["id"], actions.ActionChange(settle=""), today=TODAY, now=NOW, actor=ACTOR
         )
+
+
+def test_a_correction_made_after_the_plan_caught_up_is_kept(
+    cli: CliFn, tmp_path: Path, store: db.Store
+) -> None:
+    path = tmp_path / "owners.csv"
+    header = "Recommendation,Action,Lead Agency,Owner,Target date,Status\n"
+    path.write_text(header + "1,Train staff,Police,Alice,May 2024,\n")
+    _import(cli, path, "O1")
+    action_id = _by_ref(cli, "O1")["1"]["id"]
+    _update(store, action_id, owner="Bob", status=ActionStatus.COMPLETED)
+    # The revised plan agrees with both corrections, which are then forgotten.
+    path.write_text(header + "1,Train staff,Police,Bob,May 2024,Completed\n")
+    _import(cli, path, "O1")
+    assert (_by_ref(cli, "O1")["1"]["owner"], _by_ref(cli, "O1")["1"]["status"]) == (
+        "Bob",
+        "completed",
+    )
+    with store.reading() as s:
+        assert not {"owner_text", "status"} & set(actions.get(s, action_id).overrides)
+    # New corrections are remembered against what the plan says now, and survive it.
+    _update(store, action_id, owner="Carol", status=ActionStatus.OPEN)
+    assert _import(cli, path, "O1")["updated"] == 0
+    after = _by_ref(cli, "O1")["1"]
+    assert (after["owner"], after["status"]) == ("Carol", "open")

@@ -40,6 +40,8 @@ class Change:
     action_id: int | None = None
     before: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Any] = field(default_factory=dict)
+    # The action's corrections after this import, when the plan has overtaken some of them.
+    overrides: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         reasons = self.values["review_reasons"]
@@ -132,9 +134,9 @@ def plan_changes(
         if action is None:
             changes.append(Change("create", row, values))
             continue
-        before, after = _differences(session, action, values)
+        before, after, overrides = _differences(session, action, values)
         kind: Literal["update", "unchanged"] = "update" if after else "unchanged"
-        changes.append(Change(kind, row, values, action.id, before, after))
+        changes.append(Change(kind, row, values, action.id, before, after, overrides))
     missing = sorted((a.id, a.ref) for a in existing.values())
     return changes, missing
 
@@ -152,7 +154,7 @@ def _existing(session: Session, review: Review | None) -> dict[str, Action]:
 
 def _differences(
     session: Session, action: Action, values: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     now = _plan_view(action)
     want = {k: values[k] for k in PLAN_FIELDS}
     if _agency_key(session, values["lead_agency"]) == _agency_key(session, now["lead_agency"]):
@@ -161,7 +163,7 @@ def _differences(
         want.update({k: values[k] for k in DUE_FIELDS})
     if values["status"] == ActionStatus.COMPLETED and action.status != ActionStatus.COMPLETED:
         want.update(status=values["status"], completed_on=values["completed_on"])
-    _keep_corrections(session, action, want, now)
+    overtaken = _keep_corrections(session, action, values, want)
     want["review_reasons"] = _reasons_after(action, values, due_moved="due_date" in want)
     settled = action.overrides.get("review_reasons", [])
     want["review_reasons"] = [r for r in want["review_reasons"] if r not in settled]
@@ -173,26 +175,39 @@ def _differences(
     if action.status == ActionStatus.COMPLETED and want["text"] != now["text"] and reflag:
         want["review_reasons"] = [*want["review_reasons"], CHANGED_AFTER_COMPLETION]
     changed = {k: v for k, v in want.items() if now.get(k) != v}
-    return {k: now.get(k) for k in changed}, changed
+    overrides = (
+        {k: v for k, v in action.overrides.items() if k not in overtaken} if overtaken else None
+    )
+    return {k: now.get(k) for k in changed}, changed, overrides
 
 
 def _keep_corrections(
-    session: Session, action: Action, want: dict[str, Any], now: dict[str, Any]
-) -> None:
+    session: Session, action: Action, values: dict[str, Any], want: dict[str, Any]
+) -> set[str]:
     """A field a person corrected keeps the correction while the plan still says what it said
-    then (``action.overrides`` holds that); a plan that now says something else wins."""
+    then (``action.overrides`` holds that). A plan that now says something else wins, and the
+    correction is forgotten even where the store already agrees with the plan, so the next
+    correction remembers what the plan says now. Returns the fields the plan has overtaken."""
+    overtaken = set()
     for key, plan_said in action.overrides.items():
-        if key not in want or key == "review_reasons":
+        if key not in values:  # review_reasons: settled flags are handled by the caller
             continue
         same = (
-            _agency_key(session, want[key]) == _agency_key(session, plan_said)
+            _agency_key(session, values[key]) == _agency_key(session, plan_said)
             if key == "lead_agency"
-            else audit.to_jsonable(want[key]) == plan_said
+            else audit.to_jsonable(values[key]) == plan_said
         )
-        if same:
-            want[key] = now[key]
-    if want.get("status") == now["status"]:
+        if not same:
+            overtaken.add(key)
+        elif key in want:
+            want[key] = getattr(action, key) if key != "lead_agency" else _agency_name(action)
+    if "status" in want and want["status"] == action.status:
         want.pop("completed_on", None)  # a kept status keeps its date too
+    return overtaken
+
+
+def _agency_name(action: Action) -> str | None:
+    return action.lead_agency.name if action.lead_agency else None
 
 
 def _plan_view(action: Action) -> dict[str, Any]:
@@ -200,7 +215,7 @@ def _plan_view(action: Action) -> dict[str, Any]:
         k: getattr(action, k)
         for k in (*ACTION_PLAN_FIELDS, *DUE_FIELDS, "status", "completed_on", "review_reasons")
     }
-    view["lead_agency"] = action.lead_agency.name if action.lead_agency else None
+    view["lead_agency"] = _agency_name(action)
     return view
 
 
@@ -306,6 +321,8 @@ def _write(
         change.action_id = action.id
     elif change.kind == "update":
         _update(session, change, source=source, now=now, actor=actor)
+    if change.overrides is not None:  # the plan has overtaken a correction
+        session.get_one(Action, change.action_id).overrides = change.overrides
     _sync_recommendation(session, review, row, now=now, actor=actor)
 
 
@@ -319,9 +336,6 @@ def _update(session: Session, change: Change, *, source: str, now: dt.datetime, 
         else:
             setattr(action, key, value)
     action.needs_review = bool(action.review_reasons)
-    won = [k for k in change.after if k in action.overrides and k != "review_reasons"]
-    if won:  # the revised plan says something new: its word stands over the old correction
-        action.overrides = {k: v for k, v in action.overrides.items() if k not in won}
     if "due_date" in change.after or change.after.get("status") == ActionStatus.COMPLETED:
         action.sequence += 1  # calendars must see the move or the completion
     action.source_file, action.source_row, action.updated_at = source, change.row.line, now
