@@ -344,3 +344,31 @@ def test_what_will_be_sent_lists_the_next_fortnight_per_recipient(
     assert "hal@health.example.org" in page.text
     assert f'href="/actions/{site.ids["health"]}"' in page.text
     assert _count(site, AuditEvent) == before  # a forecast writes nothing
+
+
+def test_confirming_twice_imports_once(site: Site, cat: TestClient) -> None:
+    uploaded = _upload(
+        cat, "WCA", "westminster-case-a.txt", (PLANS / "westminster-case-a.txt").read_bytes()
+    )
+    preview = cat.get(uploaded.headers["location"])
+    form = {"csrf_token": csrf(preview.text), "form": "confirm", "title": "Case A"}
+    first = cat.post(uploaded.headers["location"], data=form)
+    second = cat.post(uploaded.headers["location"], data=form)
+    assert first.status_code == 303
+    assert second.status_code == 200
+    assert "This plan has already been imported" in second.text
+    with site.store.reading() as s:
+        assert s.scalar(select(func.count()).select_from(Action).where(Action.review_id.in_(
+            select(Review.id).where(Review.ref == "WCA")
+        ))) == 29  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["..", "x" * 300 + ".csv", "../../etc/passwd.csv", "a\\b.csv"])
+def test_odd_upload_names_are_harmless(site: Site, cat: TestClient, name: str) -> None:
+    plan = b"Recommendation,Action,Lead Agency,Target date\n1,Train staff,Police,May 2024\n"
+    uploaded = _upload(cat, "N1", name, plan)
+    assert uploaded.status_code in (303, 400)
+    if uploaded.status_code == 303:
+        assert cat.get(uploaded.headers["location"]).status_code == 200
+    else:
+        assert _error_summary(uploaded.text)

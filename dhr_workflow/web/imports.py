@@ -9,8 +9,6 @@ import hashlib
 import re
 import secrets
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,8 @@ from dhr_workflow import agencies, anchors, reviews
 from dhr_workflow.errors import UserError
 from dhr_workflow.importer import read_plan
 from dhr_workflow.importer.apply import ImportReport, apply_plan
+from dhr_workflow.importer.parse import ParsedPlan
+from dhr_workflow.importer.readers import Source
 from dhr_workflow.models import PlanUpload, Review
 from dhr_workflow.signin import Principal
 from dhr_workflow.web.app import Hidden, Web, redirect
@@ -31,6 +31,7 @@ from dhr_workflow.web.filters import review_url
 from dhr_workflow.web.forms import Errors, Reader, date_fields, too_large, upload
 from dhr_workflow.web.reviews import ANCHOR_LABELS
 
+Parsed = tuple[str, Source, ParsedPlan]  # the file's clean name, its lines, its rows
 KEEP_UPLOADS = dt.timedelta(days=1)  # an unconfirmed upload is forgotten after this
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
@@ -85,6 +86,8 @@ def routes(web: Web) -> list[Route]:
         if not reader.errors:
             try:
                 ref, report = await web.run(_confirm, web, person, upload_id, title, dates)
+            except AlreadyImported:
+                return web.page(request, "imports/done.html", title="Plan already imported")
             except UserError as exc:
                 reader.errors.add("title", str(exc))
             else:
@@ -106,31 +109,44 @@ def _refs(web: Web) -> list[str]:
         return list(s.scalars(select(Review.ref).order_by(Review.ref)))
 
 
-@contextmanager
-def _on_disk(filename: str, content: bytes) -> Iterator[Path]:
-    """The upload as a file the readers can open, under its own (cleaned) name: the format is
-    told partly by the extension, and messages name the file the person chose."""
-    name = _UNSAFE.sub("_", Path(filename).name).strip() or "plan"
+def _disk_name(filename: str) -> str:
+    """A safe file name keeping the extension (the format is told partly by it)."""
+    base = Path(filename.replace("\\", "/")).name
+    stem = _UNSAFE.sub("_", Path(base).stem).strip(". ")[:80] or "plan"
+    suffix = _UNSAFE.sub("", Path(base).suffix)[:10]
+    return stem + suffix
+
+
+def _parse(filename: str, content: bytes) -> Parsed:
+    """Read an upload as the CLI reads a file, outside any transaction (a large plan takes a
+    while, and a writer's lock would stop the daemon meanwhile). Messages name the file the
+    person chose, never our temporary copy."""
+    name = _disk_name(filename)
     with tempfile.TemporaryDirectory(prefix="dhr-upload-") as tmp:
         path = Path(tmp) / name
         path.write_bytes(content)
         try:
-            yield path
+            source, plan = read_plan(path)
         except UserError as exc:
             raise type(exc)(str(exc).replace(f"{tmp}/", "")) from None
+    return name, source, plan
 
 
-def _dry_run(session: Session, web: Web, row: PlanUpload, title: str | None) -> ImportReport:
-    with _on_disk(row.filename, row.content) as path:
-        source, plan = read_plan(path)
-        return apply_plan(
-            session, row.review_ref, plan, title=title, source=path.name, digest=source.sha256,
-            today=web.today(), now=web.now(), actor="web", dry_run=True,
-        )  # fmt: skip
+def _dry_run(
+    session: Session, web: Web, ref: str, parsed: tuple[str, Source, ParsedPlan]
+) -> ImportReport:
+    name, source, plan = parsed
+    return apply_plan(
+        session, ref, plan, title=None, source=name, digest=source.sha256, today=web.today(),
+        now=web.now(), actor="web", dry_run=True,
+    )  # fmt: skip
 
 
 def _store(web: Web, person: Principal, ref: str, filename: str, content: bytes) -> str:
     """Check the file reads as a plan, then keep it for the preview; returns its id."""
+    parsed = _parse(filename, content)  # an unreadable file is refused now, not at confirmation
+    with web.store.reading() as s:
+        _dry_run(s, web, ref, parsed)
     now = web.now()
     with web.store.transaction() as s:
         s.execute(delete(PlanUpload).where(PlanUpload.created_at < now - KEEP_UPLOADS))
@@ -139,13 +155,12 @@ def _store(web: Web, person: Principal, ref: str, filename: str, content: bytes)
             content=content, sha256=hashlib.sha256(content).hexdigest(),
             uploaded_by=person.email, created_at=now,
         )  # fmt: skip
-        _dry_run(s, web, row, None)  # an unreadable file is refused now, not at confirmation
         s.add(row)
         return row.id
 
 
 def _upload(session: Session, upload_id: str) -> PlanUpload:
-    row = session.get(PlanUpload, upload_id)
+    row = session.get(PlanUpload, upload_id) if len(upload_id) <= 64 else None
     if row is None:
         raise Hidden
     return row
@@ -154,19 +169,19 @@ def _upload(session: Session, upload_id: str) -> PlanUpload:
 def _preview(web: Web, upload_id: str) -> dict[str, Any]:
     with web.store.reading() as s:
         row = _upload(s, upload_id)
+        parsed = _parse(row.filename, row.content)
         review = s.scalar(select(Review).where(Review.ref == row.review_ref))
-        with _on_disk(row.filename, row.content) as path:
-            source, plan = read_plan(path)
-        report = _dry_run(s, web, row, None)
+        report = _dry_run(s, web, row.review_ref, parsed)
         names = {c.values["lead_agency"] for c in report.changes if c.values["lead_agency"]}
         new_agencies = sorted(n for n in names if agencies.find(s, n) is None)
+        plan_title = parsed[2].title
         return {
             "title": "Check the import",
             "upload": row,
             "report": report,
-            "format": source.format,
+            "format": parsed[1].format,
             "review": review,
-            "plan_title": (review.title if review else None) or plan.title or row.review_ref,
+            "plan_title": (review.title if review else None) or plan_title or row.review_ref,
             "new_agencies": new_agencies,
             "anchors": ANCHOR_LABELS,
             "dates": {
@@ -175,28 +190,38 @@ def _preview(web: Web, upload_id: str) -> dict[str, Any]:
         }
 
 
+class AlreadyImported(Exception):
+    """The upload was confirmed already (a second click, another browser) or discarded."""
+
+
 def _confirm(
     web: Web, person: Principal, upload_id: str, title: str, dates: dict[str, dt.date | None]
 ) -> tuple[str, ImportReport]:
-    """The import itself, in one transaction with the review's title and dates."""
+    """The import itself, in one transaction with the review's title and dates. The upload is
+    claimed first (deleted, returning it): a second confirmation finds nothing to import."""
+    with web.store.reading() as s:
+        row = s.get(PlanUpload, upload_id) if len(upload_id) <= 64 else None
+        if row is None:
+            raise AlreadyImported
+        ref, parsed = row.review_ref, _parse(row.filename, row.content)
+    name, source, plan = parsed
     now, actor = web.now(), person.email
     with web.store.transaction() as s:
-        row = _upload(s, upload_id)
-        with _on_disk(row.filename, row.content) as path:
-            source, plan = read_plan(path)
-            exists = s.scalar(select(Review.id).where(Review.ref == row.review_ref)) is not None
-            report = apply_plan(
-                s, row.review_ref, plan, title=title, source=path.name, digest=source.sha256,
-                today=web.today(), now=now, actor=actor, dry_run=False,
-            )  # fmt: skip
+        claimed = s.execute(
+            delete(PlanUpload).where(PlanUpload.id == upload_id).returning(PlanUpload.id)
+        ).first()
+        if claimed is None:
+            raise AlreadyImported
+        exists = s.scalar(select(Review.id).where(Review.ref == ref)) is not None
+        report = apply_plan(
+            s, ref, plan, title=title, source=name, digest=source.sha256, today=web.today(),
+            now=now, actor=actor, dry_run=False,
+        )  # fmt: skip
         changes: dict[str, Any] = {k: v for k, v in dates.items() if v is not None}
-        if exists and title != reviews.get(s, row.review_ref).title:
+        if exists and title != reviews.get(s, ref).title:
             changes["title"] = title
         if changes:
-            anchors.update_review(s, row.review_ref, today=web.today(), now=now, actor=actor,
-                                  **changes)  # fmt: skip
-        ref = row.review_ref
-        s.delete(row)
+            anchors.update_review(s, ref, today=web.today(), now=now, actor=actor, **changes)
     return ref, report
 
 
