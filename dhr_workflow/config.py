@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # The address people use to reach the web app and feeds (links in emails start with it);
     # https here also makes the session cookie Secure.
     base_url: str | None = None
+    # Addresses of proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's
+    # forwarded_allow_ips: comma-separated addresses, or "*"). Behind a TLS proxy on another
+    # host, name it here, or every visitor looks like the proxy to the sign-in limits.
+    trusted_proxies: str = "127.0.0.1"
     # Signs the web app's session cookies. Unset: a key is made once and kept in the database,
     # shared by every replica. Set it to rotate the key (everyone signs in again).
     secret_key: SecretStr | None = None

@@ -258,6 +258,8 @@ class Daemon:
                 port=self.settings.http_port,
                 log_level="warning",
                 lifespan="off",
+                proxy_headers=True,
+                forwarded_allow_ips=self.settings.trusted_proxies,
             )
         )
         # The daemon owns SIGTERM/SIGINT/SIGHUP (graceful stop, reload); uvicorn's serve()

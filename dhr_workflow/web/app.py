@@ -58,6 +58,14 @@ class FormExpired(Exception):
     """A POST without the session's CSRF token."""
 
 
+class TooLarge(Exception):
+    """A request body over its limit (see :class:`BodyLimit`)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 class Web:
     """What every route needs: the store, settings, the clock, templates and the mailer."""
 
@@ -205,6 +213,38 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+class BodyLimit:
+    """Request bodies are read only up to a limit: forms up to 64 KB, plan uploads up to
+    DHR_UPLOAD_LIMIT_MB. Anyone may POST to /signin, and an unbounded body would be read and
+    held in full before any check. Counted as it arrives, so a chunked body cannot dodge it."""
+
+    FORM = 64 * 1024
+
+    def __init__(self, app: ASGIApp, upload: int) -> None:
+        self.app, self.upload = app, upload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.upload + self.FORM if scope["path"] == "/import" else self.FORM
+        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        declared, seen = (int(length) if length.isdigit() else 0), 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            if declared > limit:  # refused before a byte is read
+                raise TooLarge(limit)
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise TooLarge(limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def _csp(nonce: str) -> str:
     return (
         f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self'; "
@@ -236,6 +276,10 @@ def create_app(web: Web, routes: Sequence[BaseRoute], session_key: str) -> Starl
             request, "errors/problem.html", status_code=exc.status_code, detail=exc.detail
         )
 
+    async def too_large(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TooLarge)
+        return web.page(request, "errors/too_large.html", status_code=413, limit=exc.limit)
+
     async def user_error(request: Request, exc: Exception) -> Response:
         # A service refusing something no form check caught: still one clear sentence.
         return web.page(request, "errors/problem.html", status_code=400, detail=str(exc))
@@ -244,6 +288,7 @@ def create_app(web: Web, routes: Sequence[BaseRoute], session_key: str) -> Starl
         routes=[*routes, Mount("/static", StaticFiles(directory=STATIC), name="static")],
         middleware=[
             Middleware(SecurityHeaders),
+            Middleware(BodyLimit, upload=int(web.settings.upload_limit_mb * 1024 * 1024)),
             Middleware(
                 SessionMiddleware,
                 secret_key=session_key,
@@ -257,6 +302,7 @@ def create_app(web: Web, routes: Sequence[BaseRoute], session_key: str) -> Starl
             SignInNeeded: sign_in_first,
             Hidden: not_found,
             FormExpired: expired,
+            TooLarge: too_large,
             HTTPException: http_error,
             UserError: user_error,
         },

@@ -49,13 +49,11 @@ def routes(web: Web) -> list[Route]:
                 email=reader.raw("email"),
             )  # fmt: skip
         client = request.client.host if request.client else "?"
-        asked.record(client, web.now().timestamp())  # every attempt counts, refused or not
-        if asked.blocked(client, web.now().timestamp()):
+        if not asked.allow(client, web.now().timestamp()):
             return web.page(request, "signin/too_many.html", 429, title="Too many requests")
-        found = await web.run(_request_link, web, email, client)
         page = web.page(request, "signin/check_email.html", title="Check your email", email=email)
-        if found is not None:
-            page.background = BackgroundTask(_send_link, web, *found)
+        # Everything that depends on who the address belongs to happens after the answer.
+        page.background = BackgroundTask(_request_and_send, web, email, client)
         return page
 
     async def link(request: Request) -> Response:
@@ -139,6 +137,12 @@ def signin_message(web: Web, secret: str, person: Principal) -> EmailMessage:
         web.templates.get_template("email/signin.html").render(context), subtype="html"
     )
     return msg
+
+
+async def _request_and_send(web: Web, email: str, client: str) -> None:
+    found = await web.run(_request_link, web, email, client)
+    if found is not None:
+        await _send_link(web, *found)
 
 
 async def _send_link(web: Web, secret: str, person: Principal) -> None:

@@ -29,3 +29,12 @@ class MissLimiter:
         while times and now - times[0] > self.window:
             times.popleft()
         return len(times) > self.limit
+
+    def allow(self, client: str, now: float) -> bool:
+        """Count one request unless this client already has ``limit`` in the window (refused
+        requests are not counted: a client sharing an address is locked out no longer than
+        the window)."""
+        if self.blocked(client, now) or len(self.seen.get(client, ())) >= self.limit:
+            return False
+        self.record(client, now)
+        return True
