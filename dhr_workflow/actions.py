@@ -106,8 +106,11 @@ def to_dict(action: Action) -> dict[str, Any]:
     }
 
 
+ID_LIMIT = 2**31 - 1  # the id column's range: a larger number is no action, not a DB error
+
+
 def get(session: Session, action_id: int) -> Action:
-    action = session.get(Action, action_id)
+    action = session.get(Action, action_id) if 0 < action_id <= ID_LIMIT else None
     if action is None:
         raise NotFound(f"no action with id {action_id} (see `dhr-workflow actions list`)")
     return action
@@ -189,19 +192,30 @@ def _apply(session: Session, action: Action, change: ActionChange, today: dt.dat
                 "--completed-on needs the action to be completed (add --status completed)"
             )
         action.completed_on = change.completed_on
-    if change.outcome is not None:
+    if change.outcome is not None and _plain(change.outcome) != _plain(action.outcome):
         action.outcome = change.outcome.strip() or None
     if change.agency is not None:
         _set_agency(session, action, change.agency)
-    if change.owner is not None:
-        action.owner_text = " ".join(strip_controls(change.owner).split()) or None
-    if change.owner_email is not None:
+    if change.owner is not None and _folded(change.owner) != _folded(action.owner_text):
+        action.owner_text = _folded(change.owner) or None
+    current = action.owner_contact.email.lower() if action.owner_contact else ""
+    if change.owner_email is not None and change.owner_email.strip().lower() != current:
         action.owner_contact = _owner_contact(session, change.owner_email)
     if change.settle is not None:
         if not action.review_reasons:
             raise InvalidInput("this action has nothing that needs review")
         action.review_reasons = []
         action.needs_review = False
+
+
+def _plain(text: str | None) -> str:
+    """Text as compared for a change: a form sends back CRLF and trailing spaces."""
+    return (text or "").replace("\r\n", "\n").strip()
+
+
+def _folded(text: str | None) -> str:
+    """An owner as one line (plan cells wrap it)."""
+    return " ".join(strip_controls(text or "").split())
 
 
 def _validate(change: ActionChange, today: dt.date) -> None:
@@ -212,7 +226,7 @@ def _validate(change: ActionChange, today: dt.date) -> None:
     if change.completed_on is not None and change.status not in (None, ActionStatus.COMPLETED):
         raise InvalidInput("--completed-on only goes with --status completed")
     if change.completed_on is not None and change.completed_on > today:
-        raise InvalidInput(f"--completed-on {change.completed_on} is in the future")
+        raise InvalidInput(f"the completion date {change.completed_on} is in the future")
     if change.settle is not None and not change.settle.strip():
         raise InvalidInput("settling a needs-review flag needs a note saying why")
     for name, text in (("note", change.note), ("settle", change.settle)):

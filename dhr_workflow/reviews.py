@@ -32,6 +32,7 @@ def add(
         raise InvalidInput("a review needs a non-empty ref")
     if len(ref) > REF_LIMIT:
         raise InvalidInput(f"a review ref is at most {REF_LIMIT} characters")
+    _check_ref(ref)
     if not title.strip():
         raise InvalidInput("a review needs a non-empty --title")
     if session.scalar(select(Review.id).where(Review.ref == ref)) is not None:
@@ -58,6 +59,20 @@ def add(
         data={"after": snapshot(review)},
     )
     return review
+
+
+_REF_FORBIDDEN = set("?#%\\")
+
+
+def _check_ref(ref: str) -> None:
+    """A ref is part of the review's web address (/reviews/BDHR2012/13-04): it may hold "/",
+    but nothing a browser would read as another address."""
+    bad = sorted({c for c in ref if c in _REF_FORBIDDEN or not c.isprintable()})
+    if bad or any(part in (".", "..", "") for part in ref.split("/")):
+        shown = ", ".join(repr(c) for c in bad) or "an empty, '.' or '..' part between slashes"
+        raise InvalidInput(
+            f"a review ref cannot contain {shown} (letters, digits, spaces, - _ . / are fine)"
+        )
 
 
 def update(session: Session, ref: str, *, now: dt.datetime, actor: str, **fields: Any) -> Review:

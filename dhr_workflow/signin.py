@@ -7,7 +7,8 @@ belongs to an active contact whose role signs in (coordinator, chair, agency lea
   Asking for links is limited per address (here, in the store, so every replica counts the same)
   and per client (in the web layer).
 - A session is another random secret in a signed cookie; its hash is stored with the time it
-  was last seen, so signing out, 8 idle hours or deactivating the contact ends it at once.
+  was last seen, so signing out, 8 idle hours, 24 hours in all or deactivating the contact
+  ends it at once.
 - Using a link is claim-then-act: a conditional UPDATE wins the link or does not.
 """
 
@@ -27,6 +28,7 @@ from dhr_workflow.models import AppSecret, Contact, ContactRole, SigninToken, We
 
 LINK_LIFETIME = dt.timedelta(minutes=15)
 IDLE_TIMEOUT = dt.timedelta(hours=8)
+LONGEST_SESSION = dt.timedelta(hours=24)  # however busy: sign in again at least daily
 LINKS_PER_ADDRESS = 3  # per LINK_LIFETIME: enough for a lost email, too few to flood a mailbox
 SIGNIN_ROLES = (ContactRole.COORDINATOR, ContactRole.CHAIR, ContactRole.LEAD, ContactRole.MANAGER)
 _TOUCH_EVERY = dt.timedelta(minutes=1)  # last_seen is written at most this often
@@ -221,6 +223,8 @@ def resume(session: Session, token: str, *, now: dt.datetime) -> tuple[Principal
         )
     )
     if row is None or now - row.last_seen_at > IDLE_TIMEOUT:
+        return None, False
+    if now - row.created_at > LONGEST_SESSION:
         return None, False
     return principal(session, row.email), now - row.last_seen_at > _TOUCH_EVERY
 

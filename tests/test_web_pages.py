@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from dhr_workflow import actions, audit, engine
 from dhr_workflow.config import load_settings
 from dhr_workflow.models import Action, Agency, AuditEvent, Contact, Review
+from tests.conftest import CliFn
 from tests.web_support import Site, csrf, site_fixture  # noqa: F401
 
 PLANS = Path(__file__).parent / "data" / "plans"
@@ -372,3 +373,60 @@ def test_odd_upload_names_are_harmless(site: Site, cat: TestClient, name: str) -
         assert cat.get(uploaded.headers["location"]).status_code == 200
     else:
         assert _error_summary(uploaded.text)
+
+
+# --- odd requests: clear answers, never a server error --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/actions/99999999999999999999", 404),
+        ("/contacts/99999999999999999999", 404),
+        ("/agencies/99999999999999999999", 404),
+        ("/reviews/R1?agency=99999999999999999999999", 200),
+        ("/reviews/R1?agency=%C2%B2", 200),  # a superscript two is a digit to str.isdigit
+        ("/reviews/R1?status=%00", 200),
+        ("/import/" + "x" * 500, 404),
+    ],
+)
+def test_odd_addresses_get_a_page_not_an_error(cat: TestClient, path: str, status: int) -> None:
+    assert cat.get(path).status_code == status
+
+
+def test_odd_form_values_get_a_message(site: Site, cat: TestClient) -> None:
+    with site.store.reading() as s:
+        police = s.scalar(select(Agency.id).where(Agency.name == "Police"))
+    merged = _post(cat, f"/agencies/{police}", form="merge", into="²")
+    assert merged.status_code == 400
+    assert _error_summary(merged.text) == ["Select the agency to merge into from the list"]
+    path = f"/actions/{site.ids['police']}"
+    saved = _post(cat, path, form="progress", status="open", note="a\x00b\x1b[31m", outcome="")
+    assert saved.status_code == 303
+    with site.store.reading() as s:
+        [note] = actions.progress_notes(s, site.ids["police"])
+    assert note.note == "ab"  # NUL and the terminal colour code are gone
+
+
+def test_a_form_sent_back_unchanged_changes_nothing(site: Site, cat: TestClient) -> None:
+    with site.store.transaction() as s:
+        action = actions.get(s, site.ids["police"])
+        action.outcome, action.owner_text = "Line one\nLine two", "Dr Jo\nBloggs"
+    before = _count(site, AuditEvent)
+    path = f"/actions/{site.ids['police']}"
+    progress = _post(
+        cat, path, form="progress", status="open", note="", outcome="Line one\r\nLine two"
+    )
+    assign = _post(cat, path, form="assign", agency="Police", owner="Dr Jo Bloggs", owner_email="")
+    assert (progress.status_code, assign.status_code) == (303, 303)
+    assert _count(site, AuditEvent) == before
+    with site.store.reading() as s:
+        assert actions.get(s, site.ids["police"]).overrides == {}
+
+
+def test_review_refs_that_are_not_addresses_are_refused(cli: CliFn, site: Site) -> None:
+    for ref in ("a/../R1", "R1/", "x?y", "50%", "./R", "a\\b"):
+        refused = cli("reviews", "add", ref, "--title", "T")
+        assert refused.exit_code == 2, ref
+        assert "a review ref cannot contain" in refused.stderr
+    assert cli("reviews", "add", "BDHR2012/13-04", "--title", "T").exit_code == 0

@@ -122,7 +122,7 @@ def test_session_cookie_flags(site: Site) -> None:
     assert _session_cookie(https.get("/signin").headers["set-cookie"])["secure"] is True
 
 
-def test_sessions_end_after_eight_idle_hours_not_eight_busy_ones(site: Site) -> None:
+def test_sessions_end_after_eight_idle_hours_or_a_day(site: Site) -> None:
     client = site.client()
     site.sign_in(client, "cat@csp.example.org")
     for _ in range(5):  # busy all day: 5 x 2 h apart
@@ -130,13 +130,23 @@ def test_sessions_end_after_eight_idle_hours_not_eight_busy_ones(site: Site) -> 
         assert client.get("/").status_code == 200
     site.clock.advance(hours=8, minutes=1)
     assert client.get("/").status_code == 303
+    busy = site.client()  # and however busy, a day at most
+    site.sign_in(busy, "cat@csp.example.org")
+    for _ in range(12):
+        site.clock.advance(hours=2)
+        assert busy.get("/").status_code == 200
+    site.clock.advance(minutes=1)
+    assert busy.get("/").status_code == 303
 
 
 def test_signing_out_makes_the_old_cookie_worthless(site: Site) -> None:
     client = site.client()
     site.sign_in(client, "cat@csp.example.org")
     stolen = dict(client.cookies)
-    assert client.get("/signout").status_code == 200
+    asked = client.get("/signout")  # a link from anywhere only asks
+    assert "Sign out" in asked.text
+    assert client.get("/").status_code == 200
+    assert client.post("/signout", data={"csrf_token": csrf(asked.text)}).status_code == 200
     assert client.get("/").status_code == 303
     thief = site.client()
     thief.cookies.update(stolen)
@@ -341,3 +351,30 @@ def test_a_long_progress_note_under_the_limit_is_accepted(site: Site) -> None:
     form = {"form": "progress", "status": "open", "note": "é" * 4_900, "outcome": "é" * 4_900}
     saved = client.post(path, data={**form, "csrf_token": csrf(client.get(path).text)})
     assert saved.status_code == 303, saved.text[:500]
+
+
+def test_the_sign_in_email_names_people_as_written(site: Site) -> None:
+    with site.store.transaction() as s:
+        contacts.add(
+            s, contacts.ContactInput("Siobhán O'Brien & Co", "sob@csp.example.org", "chair"),
+            now=site.clock(), actor="test",
+        )  # fmt: skip
+    site.ask_link(site.client(), "sob@csp.example.org")
+    [(message, _)] = [m for m in site.mail.sent if "sob@csp.example.org" in m[1]]
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None
+    assert "Hello Siobhán O'Brien & Co," in text.get_content()
+    assert "Siobhán O&#39;Brien &amp; Co" in html.get_content()
+
+
+def test_signing_in_returns_to_an_encoded_address(site: Site) -> None:
+    with site.store.transaction() as s:
+        reviews.add(s, "BDHR2012/13-04", "Case B", now=site.clock(), actor="test")
+    client = site.client()
+    asked = client.get("/reviews/BDHR2012%2F13-04?status=overdue")
+    assert asked.headers["location"] == "/signin"
+    site.ask_link(client, "cat@csp.example.org")
+    landed = site.use_link(client, site.links_for("cat@csp.example.org")[-1])
+    assert landed.headers["location"] == "/reviews/BDHR2012%2F13-04?status=overdue"
+    assert client.get(landed.headers["location"]).status_code == 200

@@ -41,7 +41,7 @@ def routes(web: Web) -> list[Route]:
             try:
                 await web.run(_save, web, person, action_id, change)
             except UserError as exc:
-                reader.errors.add(_field_for(str(which), change), str(exc))
+                reader.errors.add(_field_for(str(which), str(exc)), _sentence(str(exc)))
             else:
                 request.session["banner"] = {"success": True, "text": _saved(str(which))}
                 return redirect(f"/actions/{action_id}")
@@ -79,8 +79,17 @@ def _change(which: str, reader: Reader) -> actions.ActionChange:
     )
 
 
-def _field_for(which: str, change: actions.ActionChange) -> str:
-    return {"progress": "status", "due": "due-day", "assign": "agency", "settle": "settle"}[which]
+def _field_for(which: str, message: str) -> str:
+    """The field a service's refusal is about, for the error summary's link."""
+    if which == "assign":
+        return "owner_email" if "contact" in message else "agency"
+    if which == "progress":
+        return "completed_on-day" if "completion date" in message else "status"
+    return {"due": "due-day", "settle": "settle"}[which]
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:]
 
 
 def _saved(which: str) -> str:
@@ -142,6 +151,8 @@ def _people(session: Any, action: Action) -> list[Contact]:
         .order_by(Contact.name, Contact.email)
     )
     seen: dict[str, Contact] = {}
+    if action.owner_contact is not None:  # even if deactivated: saving keeps it
+        seen[action.owner_contact.email] = action.owner_contact
     for c in sorted(rows, key=lambda c: c.agency_id != action.lead_agency_id):
         seen.setdefault(c.email, c)
     return list(seen.values())

@@ -169,7 +169,8 @@ def _environment() -> Environment:
                 PrefixLoader({"govuk_frontend_jinja": PackageLoader("govuk_frontend_jinja")}),
             ]
         ),
-        autoescape=select_autoescape(default=True),
+        # Pages (.html) escape everything; the sign-in email's plain-text part must not.
+        autoescape=select_autoescape(enabled_extensions=("html",), default=False),
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -257,7 +258,9 @@ def create_app(web: Web, routes: Sequence[BaseRoute], session_key: str) -> Starl
     secure = web.settings.public_base_url.startswith("https://")
 
     async def sign_in_first(request: Request, exc: Exception) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # The path as it was sent (still percent-encoded): a review ref may hold "/" or "?".
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        target = raw.decode("latin-1") + (f"?{request.url.query}" if request.url.query else "")
         request.session["next"] = target
         return RedirectResponse("/signin", status_code=303)
 

@@ -73,6 +73,12 @@ def routes(web: Web) -> list[Route]:
         return redirect(target)
 
     async def signout(request: Request) -> Response:
+        # A GET only asks (another site must not be able to sign a person out); POST does it.
+        if request.method == "GET":
+            if await web.person(request) is None:
+                return web.page(request, "signin/signed_out.html", title="You have signed out")
+            return web.page(request, "signin/signout.html", title="Sign out")
+        await web.form(request)
         token = request.session.get("sid")
         if token:
             await web.run(_end, web, token)
@@ -83,7 +89,7 @@ def routes(web: Web) -> list[Route]:
     return [
         Route("/signin", start, methods=["GET", "POST"]),
         Route("/signin/{token}", link, methods=["GET", "POST"]),
-        Route("/signout", signout),
+        Route("/signout", signout, methods=["GET", "POST"]),
     ]
 
 

@@ -17,7 +17,7 @@ from dhr_workflow.models import Review
 from dhr_workflow.signin import Principal
 from dhr_workflow.web.app import Hidden, Web, redirect
 from dhr_workflow.web.filters import role_name
-from dhr_workflow.web.forms import ROLES, Errors, Reader
+from dhr_workflow.web.forms import ROLES, Errors, Reader, number
 
 
 def routes(web: Web) -> list[Route]:
@@ -255,7 +255,7 @@ async def _change_agency(
 
 
 def _digits(value: str) -> set[str]:
-    return {value} if value.isdigit() else set()
+    return {value} if number(value) else set()
 
 
 def _agency_change(

@@ -14,6 +14,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from starlette.datastructures import FormData, UploadFile
 
+from dhr_workflow.importer.text import strip_controls
 from dhr_workflow.models import ActionStatus, ContactRole
 
 TEXT_LIMIT = 5000
@@ -55,8 +56,12 @@ class Reader:
     errors: Errors = field(default_factory=Errors)
 
     def raw(self, name: str) -> str:
+        """A field as typed, trimmed, with Windows line endings made plain and control
+        characters (NUL above all: PostgreSQL refuses it) removed."""
         value = self.form.get(name)
-        return value.strip() if isinstance(value, str) else ""
+        if not isinstance(value, str):
+            return ""
+        return strip_controls(value.replace("\r\n", "\n").replace("\r", "\n")).strip()
 
     def text(
         self, name: str, label: str, *, required: bool = False, limit: int = TEXT_LIMIT
@@ -118,6 +123,13 @@ class Reader:
                 f"{name}-day", f"{label[0].upper()}{label[1:]} must be a real date, like 31 3 2025"
             )
             return None
+
+
+def number(value: str, limit: int = 2**31 - 1) -> int | None:
+    """A whole number a person (or a URL) gave, if it is one in the id columns' range."""
+    if value.isascii() and value.isdigit() and 0 < int(value) <= limit:
+        return int(value)
+    return None
 
 
 def _cap(label: str) -> str:

@@ -15,7 +15,7 @@ from dhr_workflow.models import ActionStatus, FeedToken, Review
 from dhr_workflow.signin import Principal
 from dhr_workflow.web.app import Hidden, Web, redirect
 from dhr_workflow.web.filters import review_url
-from dhr_workflow.web.forms import Errors, Reader, date_fields
+from dhr_workflow.web.forms import Errors, Reader, date_fields, number
 
 ANCHOR_LABELS = {
     "plan_agreed_on": "the date the action plan was agreed",
@@ -58,7 +58,7 @@ def _filter(request: Request) -> overview.ActionFilter:
     agency = request.query_params.get("agency", "")
     return overview.ActionFilter(
         status=status if status in STATUS_FILTERS and status else None,
-        agency_id=int(agency) if agency.isdigit() else None,
+        agency_id=number(agency),
     )
 
 
