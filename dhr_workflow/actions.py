@@ -146,8 +146,10 @@ def update(
     now: dt.datetime,
     actor: str,
     source: str = "cli",
+    via: int | None = None,
 ) -> Action:
-    """Apply a person's change; every field changed is audited with before and after."""
+    """Apply a person's change; every field changed is audited with before and after.
+    ``source`` says where it came from (cli, web, link); ``via`` names the message link used."""
     _validate(change, today)
     action = get(session, action_id)
     before = snapshot(action)
@@ -174,6 +176,8 @@ def update(
         data["note"] = note
     if change.settle is not None:
         data["settled"] = change.settle.strip()
+    if via is not None:
+        data["link"] = via
     audit.record(
         session, now=now, actor=actor, kind=_kind(changed, data), subject=f"action:{action.id}",
         data=data,

@@ -277,6 +277,8 @@ class Notification(Base):
     html_body: Mapped[str | None] = mapped_column(Text)
     calendar: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String(300), unique=True, nullable=False)
+    # The review's coordinator: people answer a reminder by replying to it.
+    reply_to: Mapped[str | None] = mapped_column(String(320))
     state: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[dt.datetime] = _now_column()
@@ -399,3 +401,42 @@ class AppSecret(Base):
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     value: Mapped[str] = mapped_column(String(200), nullable=False)
     created_at: Mapped[dt.datetime] = _now_column()
+
+
+class ActionLink(Base):
+    """A link in a message that lets its recipient act on one action without signing in:
+    report progress, mark it done, or ask for more time. Only the token's hash is kept."""
+
+    __tablename__ = "action_link"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    action_id: Mapped[int] = mapped_column(ForeignKey("action.id"), nullable=False, index=True)
+    recipient: Mapped[str] = mapped_column(String(320), nullable=False)
+    purpose: Mapped[str] = mapped_column(String(20), nullable=False)  # progress | done | extend
+    created_at: Mapped[dt.datetime] = _now_column()
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    action: Mapped[Action] = relationship()
+
+
+class ExtensionRequest(Base):
+    """More time asked for an action; the coordinator approves or declines it."""
+
+    __tablename__ = "extension_request"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("action.id"), nullable=False, index=True)
+    requested_by: Mapped[str] = mapped_column(String(320), nullable=False)
+    link_id: Mapped[int | None] = mapped_column(ForeignKey("action_link.id"))
+    current_due: Mapped[dt.date | None] = mapped_column(Date)  # the due date when asked
+    proposed_due: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
+    created_at: Mapped[dt.datetime] = _now_column()
+    decided_by: Mapped[str | None] = mapped_column(String(320))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    decision_note: Mapped[str | None] = mapped_column(Text)
+
+    action: Mapped[Action] = relationship()
