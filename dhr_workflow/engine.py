@@ -28,7 +28,7 @@ from sqlalchemy import Row, Select, String, Table, bindparam, cast, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
-from dhr_workflow import audit, calendar
+from dhr_workflow import audit, calendar, links
 from dhr_workflow.durations import latest_fire_time, parse_cron, slot_key
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.models import (
@@ -73,6 +73,8 @@ class Hit:
     owner_contact_id: int | None = None
     superseded: tuple[str, ...] = ()  # lower period keys recorded without a message
     since: dt.date | None = None  # review reports: the start of the period reported on
+    sent: tuple[str, ...] = ()  # ladder steps already sent for this due date ("-30d", ...)
+    first: bool = False  # the action's owner and agency lead have not been told before
 
     @property
     def subject(self) -> Subject:
@@ -91,6 +93,10 @@ class Message:
     review: str | None = None
     rendered: Rendered | None = None
     subject: str | None = None  # kept when commit lets go of the rendered bodies
+    # Actions this recipient hears about for the first time, in an escalation (FirstNotice).
+    first: set[int] = field(default_factory=set)
+    links: list[links.NewLink] = field(default_factory=list)  # stored when enqueued
+    reply_to: str | None = None  # the review's coordinator
 
     @property
     def action_ids(self) -> list[int]:
@@ -153,6 +159,8 @@ class Context:
     templates: Templates
     partnership: str | None = None
     mail_from: str = "dhr-workflow@localhost"  # the ORGANIZER of calendar invitations
+    # Where people reach the web app: links in messages start with it (none without it).
+    base_url: str | None = None
 
     @property
     def today(self) -> dt.date:
@@ -300,6 +308,30 @@ def _by_id(session: Session, stmt: Select[*_Ts]) -> Iterator[Sequence[Row[*_Ts]]
         last = rows[-1].id
 
 
+class FirstNotice(Notify):
+    """Who must hear about an action when a tick's first message about it is a step that does
+    not address them (an escalation reached after downtime, or for a plan imported late):
+    its owner and agency lead, in the same tick and the same words, told it is the first."""
+
+
+OWN_ROLES = ("owner", "agency.lead")
+
+
+def _first_notices(ladder: Ladder) -> list[FirstNotice | None]:
+    """Per step: the notice its owner and agency lead get if it is the first they hear of an
+    action, or None when the step addresses them itself."""
+    notices: list[FirstNotice | None] = []
+    for step in ladder.steps:
+        roles = {r for n in step.notify for r in (*n.to, *n.cc)}
+        tells = bool(roles & set(OWN_ROLES))
+        notices.append(
+            None
+            if tells
+            else FirstNotice(to=["owner"], cc=["agency.lead"], template=step.notify[0].template)
+        )
+    return notices
+
+
 def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
     # A ladder runs on its schedule: a tick between slots evaluates as of the latest slot.
     assert isinstance(ladder.schedule, str)
@@ -317,6 +349,11 @@ def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
         Action.id, Action.due_date, Action.review_id, Action.lead_agency_id, Action.owner_contact_id
     ).where(*clauses, Action.due_date.is_not(None), Action.due_date <= horizon)
     steps = [(str(step.at), tuple(step.notify)) for step in ladder.steps]  # shared by hits
+    first = _first_notices(ladder)
+    with_first: list[tuple[Notify, ...]] = [
+        notify if notice is None else (*notify, notice)
+        for (_, notify), notice in zip(steps, first, strict=True)
+    ]
     reached: dict[dt.date, tuple[str, int, tuple[str, ...]] | None] = {}
     hits = []
     for rows in _by_id(session, stmt):
@@ -325,34 +362,61 @@ def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
             if row.due_date not in reached:  # many actions share a due date
                 reached[row.due_date] = _top_step(ladder, row.due_date, today, ctx.region)
             top = reached[row.due_date]
-            done = fired.get(row.id, ())
+            done = fired.get(row.id, {})
             if top is None or top[0] in done:
                 continue
             period, index, lower = top
             if done:
                 lower = tuple(k for k in lower if k not in done)
+            # Any step sent for this due date told the owner and agency lead, itself or with
+            # the first notice that went with it.
+            sent = tuple(_label(k) for k, outcome in done.items() if outcome == "fired")
             step, notify = steps[index]
+            if not sent:
+                notify = with_first[index]
             facts = (row.review_id, row.lead_agency_id, row.owner_contact_id)
-            hits.append(Hit(ladder.id, "action", row.id, period, step, notify, *facts, lower))
+            hits.append(
+                Hit(
+                    ladder.id,
+                    "action",
+                    row.id,
+                    period,
+                    step,
+                    notify,
+                    *facts,
+                    lower,
+                    sent=sent,
+                    first=not sent,
+                )
+            )
     return hits
 
 
-def _ladder_fired(session: Session, ladder_id: str, first: int, last: int) -> dict[int, set[str]]:
-    """The ledger keys of actions ``first``..``last`` for their current due dates (keys start
-    with the due date; older ones belong to a date that has since changed)."""
+def _label(period_key: str) -> str:
+    """The step a ladder period key belongs to: "2024-01-31|+1d|r2" -> "+1d"."""
+    return period_key.split("|")[1]
+
+
+def _ladder_fired(
+    session: Session, ladder_id: str, first: int, last: int
+) -> dict[int, dict[str, str]]:
+    """The ledger keys (and outcome: fired or superseded) of actions ``first``..``last`` for
+    their current due dates (keys start with the due date; older ones belong to a date that
+    has since changed)."""
     current = Firing.period_key.like(cast(Action.due_date, String) + "|%")
-    fired: dict[int, set[str]] = defaultdict(set)
-    for i, k in session.execute(
-        select(Firing.subject_id, Firing.period_key)
+    fired: dict[int, dict[str, str]] = defaultdict(dict)
+    for i, k, outcome in session.execute(
+        select(Firing.subject_id, Firing.period_key, Firing.outcome)
         .join(Action, Action.id == Firing.subject_id)
         .where(
             Firing.rule_id == ladder_id,
             Firing.subject_type == "action",
             Firing.subject_id.between(first, last),
             current,
+            Firing.outcome.in_(["fired", "superseded"]),
         )
     ):
-        fired[i].add(k)
+        fired[i][k] = outcome
     return fired
 
 
@@ -524,6 +588,9 @@ def _group(hits: Iterable[Hit], directory: Directory) -> tuple[list[Message], li
     resolved: dict[tuple[int, int, int | None, int | None], Addresses] = {}
     for hit in hits:
         delivered = False
+        # Who hears of this action for the first time: its owner and agency lead, if nobody
+        # has told them before (escalation wording says so, and claims no earlier reminder).
+        own = _own(hit, directory) if hit.first else ()
         for notify in hit.notify:
             cache_key = (id(notify), hit.review_id, hit.agency_id, hit.owner_contact_id)
             if cache_key not in resolved:
@@ -542,6 +609,8 @@ def _group(hits: Iterable[Hit], directory: Directory) -> tuple[list[Message], li
                 )
                 if not msg.hits or msg.hits[-1] is not hit:  # twice only within one hit
                     msg.hits.append(hit)
+                if address in own:
+                    msg.first.add(hit.subject_id)
                 # Invitations go to the addressees of a calendar step, not to copies.
                 msg.calendar = msg.calendar or (notify.calendar == "invite" and address in to)
                 if (hit.step or "") not in msg.steps:
@@ -549,6 +618,11 @@ def _group(hits: Iterable[Hit], directory: Directory) -> tuple[list[Message], li
         if not delivered:
             unsent.append(hit)
     return list(messages.values()), list(gaps.values()), unsent
+
+
+def _own(hit: Hit, directory: Directory) -> tuple[str, ...]:
+    subject = hit.subject
+    return (*directory.resolve("owner", subject), *directory.resolve("agency.lead", subject))
 
 
 ADDRESS_CACHE = 4096

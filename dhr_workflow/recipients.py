@@ -34,12 +34,14 @@ class Subject:
 class Directory:
     def __init__(self, session: Session) -> None:
         self._by_id: dict[int, str] = {}
+        self._names: dict[str, str] = {}
         self._agency: dict[tuple[str, int], list[str]] = defaultdict(list)
         self._review: dict[tuple[str, int], list[str]] = defaultdict(list)
         self._partnership: dict[str, list[str]] = defaultdict(list)
         # Deactivated contacts are kept for the audit log's sake but receive nothing.
         for c in session.scalars(select(Contact).where(Contact.active).order_by(Contact.id)):
             self._by_id[c.id] = c.email
+            self._names.setdefault(c.email.lower(), c.name)
             if c.agency_id is not None:
                 self._agency[(c.role, c.agency_id)].append(c.email)
             elif c.review_id is not None:
@@ -64,6 +66,18 @@ class Directory:
         if role == "review.family_liaison":
             return self._of_review(ContactRole.FAMILY_LIAISON, subject, fallback=False)
         raise ValueError(f"unknown role {role!r}")  # the rule loader refuses these first
+
+    def name(self, address: str) -> str | None:
+        """The name of the contact with this address, if one is known."""
+        return self._names.get(address.lower())
+
+    def coordinator(self, review_id: int | None) -> tuple[str, str] | None:
+        """(name, address) of the review's coordinator, else the partnership's: who people
+        write to about a message (its Reply-To)."""
+        found = self._of_review(ContactRole.COORDINATOR, Subject(review_id or -1), fallback=True)
+        if not found:
+            return None
+        return self._names.get(found[0].lower(), found[0]), found[0]
 
     def _of_agency(self, role: ContactRole, subject: Subject) -> list[str]:
         if subject.agency_id is None:

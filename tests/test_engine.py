@@ -134,6 +134,8 @@ def test_catch_up_sends_only_the_highest_step(store: db.Store, rules: Any, world
     result = tick(store, rules, at(D(2024, 3, 1)), only=["deadline"])
     assert sent(result) == [
         ("deadline", "escalation", ("chair@csp.example.org",), [1]),
+        # nobody told the owner (here the agency lead) before: they hear it now too
+        ("deadline", "escalation", ("lead@police.example.org",), [1]),
         ("deadline", "escalation", ("manager@police.example.org",), [1]),
     ]
     assert result.superseded == 4
@@ -424,7 +426,10 @@ def test_steps_in_date_order_whatever_their_units(
     mixed = engine.load_rules(directory, ROOT / "templates" / "email", LONDON)
     world(a=("Police", D(2024, 1, 17), "open"))  # +12d = 29 Jan, +9bd = 30 Jan
     first = tick(store, mixed, at(D(2024, 1, 29)))
-    assert [m.to for m in first.messages] == [["chair@csp.example.org"]]
+    assert sorted(m.to[0] for m in first.messages) == [
+        "chair@csp.example.org",
+        "lead@police.example.org",  # the first the owner hears of it
+    ]
     second = tick(store, mixed, at(D(2024, 1, 30)))
     assert [m.to for m in second.messages] == [["manager@police.example.org"]]
 
@@ -432,11 +437,14 @@ def test_steps_in_date_order_whatever_their_units(
 def test_one_message_per_recipient_and_only_their_actions(
     store: db.Store, rules: Any, world: Any
 ) -> None:
-    """The chair hears about both agencies; Police's manager, copied, only about Police."""
+    """The chair hears about both agencies; Police's manager, copied, only about Police; each
+    agency's lead (never told before) only about their own."""
     ids = world(p=("Police", D(2024, 1, 1), "open"), h=("Health", D(2024, 1, 1), "open"))
     result = tick(store, rules, at(D(2024, 2, 5)), only=["deadline"])
     assert sent(result) == [
         ("deadline", "escalation", ("chair@csp.example.org",), [ids["p"], ids["h"]]),
+        ("deadline", "escalation", ("lead@health.example.org",), [ids["h"]]),
+        ("deadline", "escalation", ("lead@police.example.org",), [ids["p"]]),
         ("deadline", "escalation", ("manager@police.example.org",), [ids["p"]]),
     ]
 
@@ -467,15 +475,19 @@ def test_chunked_lazy_tick_sends_what_a_whole_tick_sends(
         engine.commit(s, lazy, ctx, actor="daemon")
     assert sent(lazy) == [
         ("deadline", "escalation", ("chair@csp.example.org",), [ids["a"], ids["b"], ids["c"]]),
+        ("deadline", "escalation", ("lead@health.example.org",), [ids["b"]]),
+        ("deadline", "escalation", ("lead@police.example.org",), [ids["a"], ids["c"]]),
         ("deadline", "escalation", ("manager@police.example.org",), [ids["a"], ids["c"]]),
         ("deadline", "overdue", ("lead@police.example.org",), [ids["d"]]),
     ]
     assert all(m.rendered is None and m.subject for m in lazy.messages)
     with store.reading() as s:
-        notes = {n.to_addrs[0]: n for n in s.scalars(select(Notification))}
+        notes = {(n.template, n.to_addrs[0]): n for n in s.scalars(select(Notification))}
         ledger = s.scalar(select(func.count()).select_from(Firing).where(Firing.outcome == "fired"))
-    assert {m.to[0]: m.subject for m in lazy.messages} == {k: n.subject for k, n in notes.items()}
-    manager = notes["manager@police.example.org"].text_body
+    assert {(m.template, m.to[0]): m.subject for m in lazy.messages} == {
+        k: n.subject for k, n in notes.items()
+    }
+    manager = notes[("escalation", "manager@police.example.org")].text_body
     assert "Action a" in manager and "Action c" in manager and "Action b" not in manager
     assert ledger == 4  # a, b, c, d: one firing each, however many digests list them
     assert tick(store, rules, at(D(2024, 2, 5), 15), only=["deadline"]).messages == []

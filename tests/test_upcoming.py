@@ -252,7 +252,8 @@ def test_digests_group_per_recipient_and_template_per_run(
     store: db.Store, ladder: Any, world: Any
 ) -> None:
     """Two Police actions reach a step on the same run: one digest to their lead. The chair's
-    escalation lists both agencies' actions, the Police manager's copy only Police's."""
+    escalation lists both agencies' actions, the Police manager's copy only Police's, and each
+    lead (never told before) hears of their own agency's escalated action."""
     ids = world(
         p=("Police", D(2023, 12, 15), "open"),  # +30d reached: the chair, copying the manager
         r=("Health", D(2023, 12, 15), "open"),  # the same, and Health has no manager
@@ -268,6 +269,7 @@ def test_digests_group_per_recipient_and_template_per_run(
             [],
             [ids["p"], ids["r"]],
         ),
+        (local(D(2024, 1, 16), 8), "escalation", ["lead@health.example.org"], [], [ids["r"]]),
         (
             local(D(2024, 1, 16), 8),
             "due_soon",
@@ -275,10 +277,11 @@ def test_digests_group_per_recipient_and_template_per_run(
             [],
             [ids["q"], ids["t"]],
         ),
+        (local(D(2024, 1, 16), 8), "escalation", ["lead@police.example.org"], [], [ids["p"]]),
         (local(D(2024, 1, 16), 8), "escalation", ["manager@police.example.org"], [], [ids["p"]]),
     ]
-    assert result.messages[1].subject == "2 DHR actions due soon"
-    assert result.messages[1].step == "-7d,-30d"
+    assert result.messages[2].subject == "2 DHR actions due soon"
+    assert result.messages[2].step == "-7d,-30d"
     assert [(g.role, g.action_ids) for g in result.gaps] == [("agency.manager", [ids["r"]])]
 
 
