@@ -338,6 +338,47 @@ def _event(note: Notification) -> tuple[str, str, dict[str, Any]]:
     )
 
 
+def enqueue(
+    session: Session,
+    templates: Templates,
+    template: str,
+    context: dict[str, Any],
+    *,
+    to: list[str],
+    now: dt.datetime,
+    actor: str,
+    rule_id: str,
+    reply_to: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> Notification:
+    """Render one message with the email templates and put it in the outbox, due now, with
+    its own Message-ID; audited as ``notification.enqueue`` (``data`` adds what it is about)."""
+    rendered = templates.render(template, context)
+    note = Notification(
+        rule_id=rule_id,
+        template=template,
+        to_addrs=to,
+        cc_addrs=[],
+        subject=rendered.subject,
+        text_body=rendered.text,
+        html_body=rendered.html,
+        message_id=f"<{uuid.uuid4().hex}@dhr-workflow>",
+        reply_to=reply_to,
+        state="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(note)
+    session.flush()
+    audit.record(
+        session, now=now, actor=actor, kind="notification.enqueue",
+        subject=f"notification:{note.id}",
+        data={"template": template, "to": to, **(data or {}), "message_id": note.message_id},
+    )  # fmt: skip
+    return note
+
+
 def tell_coordinator(
     session: Session,
     note: Notification,
@@ -372,55 +413,26 @@ def tell_coordinator(
             data={"role": "coordinator", "notification": note.id},
         )
         return None
-    rendered = templates.render(
-        FAILURE_TEMPLATE,
-        {
-            "failed": {
-                "id": note.id,
-                "subject": note.subject,
-                "to": note.to_addrs,
-                "cc": note.cc_addrs,
-                "state": note.state,
-                "attempts": note.attempts,
-                "error": problem,
-                "created_at": note.created_at,
-            },
-            "today": now.date(),
-            "partnership": None,
-            "coordinator": None,
-            "more": 0,
+    context = {
+        "failed": {
+            "id": note.id,
+            "subject": note.subject,
+            "to": note.to_addrs,
+            "cc": note.cc_addrs,
+            "state": note.state,
+            "attempts": note.attempts,
+            "error": problem,
+            "created_at": note.created_at,
         },
-    )
-    notice = Notification(
-        rule_id="delivery",
-        template=FAILURE_TEMPLATE,
-        to_addrs=to,
-        cc_addrs=[],
-        subject=rendered.subject,
-        text_body=rendered.text,
-        html_body=rendered.html,
-        message_id=f"<{uuid.uuid4().hex}@dhr-workflow>",
-        state="pending",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
-    session.add(notice)
-    session.flush()
-    audit.record(
-        session,
-        now=now,
-        actor=actor,
-        kind="notification.enqueue",
-        subject=f"notification:{notice.id}",
-        data={
-            "template": FAILURE_TEMPLATE,
-            "to": to,
-            "about": note.id,
-            "message_id": notice.message_id,
-        },
-    )
-    return notice
+        "today": now.date(),
+        "partnership": None,
+        "coordinator": None,
+        "more": 0,
+    }
+    return enqueue(
+        session, templates, FAILURE_TEMPLATE, context, to=to, now=now, actor=actor,
+        rule_id="delivery", data={"about": note.id},
+    )  # fmt: skip
 
 
 # --- the outbox commands -----------------------------------------------------------------------
