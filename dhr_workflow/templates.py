@@ -139,7 +139,8 @@ def family_safe(context: dict[str, Any]) -> dict[str, Any]:
 
 def sample_context(kind: str = "all") -> dict[str, Any]:
     """A context like the one each kind of message gets: "action" digests, "review" reports,
-    "failure" notices ("all": every variable, for checking a template on its own)."""
+    "failure" notices, "extension" requests and decisions ("all": every variable, for
+    checking a template on its own)."""
     today = dt.date(2024, 1, 15)
     action = {
         "id": 1, "review": "DHR-1", "recommendation": "1", "ref": "1",
@@ -170,7 +171,21 @@ def sample_context(kind: str = "all") -> dict[str, Any]:
                                "to": ["a@example.org"], "cc": [], "state": "failed",
                                "attempts": 1, "error": "550 no such user",
                                "created_at": today}},
+        "extension": {
+            "action": {"id": 1, "review": "DHR-1", "recommendation": "1", "ref": "1",
+                       "text": "Review training", "lead_agency": "Police",
+                       "due_date": dt.date(2024, 3, 31), "status": "open"},
+            "extension": {"id": 3, "requested_by": "jo@example.org",
+                          "requested_by_name": "Jo Bloggs",
+                          "requested_on": dt.date(2024, 1, 10),
+                          "current_due": today, "proposed_due": dt.date(2024, 3, 31),
+                          "reason": "The new system arrives in March", "state": "approved",
+                          "approved": True, "note": "Agreed at the board",
+                          "decided_by": "coordinator@example.org",
+                          "decided_by_name": "Cat Coordinator"},
+            "url": "https://dhr.example.org/actions/1",
+        },
     }  # fmt: skip
     if kind == "all":
-        return common | parts["action"] | parts["review"] | parts["failure"]
+        return common | parts["action"] | parts["review"] | parts["failure"] | parts["extension"]
     return common | parts[kind]
