@@ -16,12 +16,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select, true
+from sqlalchemy import or_, select, true
 from sqlalchemy.orm import Session, joinedload
 
 from dhr_workflow import actions, audit, outbox
 from dhr_workflow.errors import InvalidInput, NotFound
-from dhr_workflow.models import CLOSED_STATUSES, Action, Contact, ExtensionRequest
+from dhr_workflow.models import CLOSED_STATUSES, Action, ExtensionRequest
 from dhr_workflow.recipients import Directory, Subject
 from dhr_workflow.signin import Scope
 from dhr_workflow.templates import Templates, longdate
@@ -61,21 +61,9 @@ class Person:
 def coordinators(session: Session, review_id: int) -> list[Person]:
     """The review's coordinators, else the partnership's, as reminders resolve `coordinator`
     (active contacts only)."""
-    emails = Directory(session).resolve("coordinator", Subject(review_id))
-    return [Person(_names(session, emails).get(e.lower(), e), e) for e in emails]
-
-
-def _names(session: Session, emails: list[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    wanted = [e.lower() for e in emails if e]
-    if wanted:
-        for c in session.scalars(
-            select(Contact)
-            .where(func.lower(Contact.email).in_(wanted), Contact.active)
-            .order_by(Contact.id)
-        ):
-            found.setdefault(c.email.lower(), c.name)
-    return found
+    directory = Directory(session)
+    emails = directory.resolve("coordinator", Subject(review_id))
+    return [Person(directory.name(e) or e, e) for e in emails]
 
 
 def request(
@@ -264,18 +252,19 @@ def _tell_coordinators(
     session: Session, req: ExtensionRequest, mail: Mail, *, today: dt.date, now: dt.datetime
 ) -> None:
     action = req.action
-    to = [p.email for p in coordinators(session, action.review_id)]
-    if not to:
+    found = coordinators(session, action.review_id)
+    if not found:
         audit.record(
             session, now=now, actor=req.requested_by, kind="rule.gap", subject=f"rule:{RULE}",
             data={"role": "coordinator", "review": action.review.ref, "request": req.id},
         )  # fmt: skip
         return
-    # Replies go to the person asking: a coordinator answering a question reaches them.
+    # Replies go to the person asking: a coordinator's question reaches them.
+    context = _context(session, req, mail, today=today)
+    context["recipient"] = _person(found[0]) if len(found) == 1 else None
     outbox.enqueue(
-        session, mail.templates, REQUEST_TEMPLATE,
-        _context(session, req, mail, today=today, coordinator=None), to=to, now=now,
-        actor=req.requested_by, rule_id=RULE, reply_to=req.requested_by,
+        session, mail.templates, REQUEST_TEMPLATE, context, to=[p.email for p in found],
+        now=now, actor=req.requested_by, rule_id=RULE, reply_to=req.requested_by,
         data={"request": req.id, "action": action.id},
     )  # fmt: skip
 
@@ -283,25 +272,34 @@ def _tell_coordinators(
 def _tell_requester(
     session: Session, req: ExtensionRequest, mail: Mail, *, today: dt.date, now: dt.datetime
 ) -> None:
-    found = coordinators(session, req.action.review_id)
-    reply_to = found[0].email if found else None
+    directory = Directory(session)
+    found = directory.coordinator(req.action.review_id)  # the Reply-To of its reminders
+    coordinator = Person(*found) if found else None
+    context = _context(session, req, mail, today=today)
+    context["recipient"] = {"name": directory.name(req.requested_by), "email": req.requested_by}
+    context["coordinator"] = _person(coordinator) if coordinator else None
     outbox.enqueue(
-        session, mail.templates, DECISION_TEMPLATE,
-        _context(session, req, mail, today=today, coordinator=reply_to),
-        to=[req.requested_by], now=now, actor=req.decided_by or "", rule_id=RULE,
-        reply_to=reply_to, data={"request": req.id, "action": req.action_id},
+        session, mail.templates, DECISION_TEMPLATE, context, to=[req.requested_by], now=now,
+        actor=req.decided_by or "", rule_id=RULE,
+        reply_to=coordinator.email if coordinator else None,
+        data={"request": req.id, "action": req.action_id},
     )  # fmt: skip
 
 
+def _person(person: Person) -> dict[str, str]:
+    return {"name": person.name, "email": person.email}
+
+
 def _context(
-    session: Session, req: ExtensionRequest, mail: Mail, *, today: dt.date, coordinator: str | None
+    session: Session, req: ExtensionRequest, mail: Mail, *, today: dt.date
 ) -> dict[str, Any]:
-    """What the two templates get (templates.sample_context("extension") is its sample)."""
+    """What the two templates get (templates.sample_context("extension") is its sample);
+    ``recipient`` and ``coordinator`` ({name, email} or None) are the caller's to set."""
     action, rec = req.action, req.action.recommendation
-    names = _names(session, [req.requested_by, req.decided_by or ""])
+    directory = Directory(session)
     return {
         "rule": RULE, "step": "", "today": today, "partnership": mail.partnership,
-        "coordinator": coordinator, "more": 0,
+        "recipient": None, "coordinator": None, "more": 0,
         "action": {
             "id": action.id, "review": action.review.ref,
             "recommendation": rec.ref if rec else None,
@@ -312,12 +310,12 @@ def _context(
         },
         "extension": {
             "id": req.id, "requested_by": req.requested_by,
-            "requested_by_name": names.get(req.requested_by.lower()),
+            "requested_by_name": directory.name(req.requested_by),
             "requested_on": req.created_at.date(), "current_due": req.current_due,
             "proposed_due": req.proposed_due, "reason": req.reason, "state": req.state,
             "approved": req.state == APPROVED, "note": req.decision_note,
             "decided_by": req.decided_by,
-            "decided_by_name": names.get((req.decided_by or "").lower()),
+            "decided_by_name": directory.name(req.decided_by or ""),
         },
         "url": f"{mail.base_url}/actions/{action.id}",
     }  # fmt: skip

@@ -184,6 +184,8 @@ def sample_context(kind: str = "all") -> dict[str, Any]:
                           "decided_by": "coordinator@example.org",
                           "decided_by_name": "Cat Coordinator"},
             "url": "https://dhr.example.org/actions/1",
+            "recipient": {"name": "Jo Bloggs", "email": "jo@example.org"},
+            "coordinator": {"name": "Cat Coordinator", "email": "coordinator@example.org"},
         },
     }  # fmt: skip
     if kind == "all":
