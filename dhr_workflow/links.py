@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from dhr_workflow import audit
-from dhr_workflow.models import CLOSED_STATUSES, ActionLink
+from dhr_workflow.models import CLOSED_STATUSES, ActionLink, AuditEvent
 
 PURPOSES = ("progress", "done", "extend")
 AFTER_CLOSING = dt.timedelta(days=60)
@@ -115,3 +116,55 @@ def live_for(session: Session, action_id: int) -> list[ActionLink]:
             .order_by(ActionLink.recipient, ActionLink.purpose)
         )
     )
+
+
+def sent_for(session: Session, action_id: int) -> list[ActionLink]:
+    """Every link made for an action, revoked or not, newest first (the action's page)."""
+    return list(
+        session.scalars(
+            select(ActionLink)
+            .where(ActionLink.action_id == action_id)
+            .order_by(ActionLink.created_at.desc(), ActionLink.recipient, ActionLink.id)
+        )
+    )
+
+
+def claim(session: Session, link_id: int, *, now: dt.datetime) -> bool:
+    """Mark a single-use ("done") link used; False if it already was. A conditional UPDATE:
+    of two clicks at the same moment, only one goes on to change the action."""
+    won = session.execute(
+        update(ActionLink)
+        .where(ActionLink.id == link_id, ActionLink.used_at.is_(None))
+        .values(used_at=now)
+        .returning(ActionLink.id)
+    ).first()
+    return won is not None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a "done" link recorded: when, by whom, the completion date and the outcome."""
+
+    at: dt.datetime
+    by: str
+    completed_on: dt.date | None
+    outcome: str
+
+
+def completion(session: Session, link: ActionLink) -> Completion | None:
+    """What this link recorded when it was used, from the audit log (the action may have been
+    reopened or corrected since)."""
+    events = session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.subject == f"action:{link.action_id}", AuditEvent.kind == "action.status")
+        .order_by(AuditEvent.seq.desc())
+    )
+    for event in events:
+        data = json.loads(event.data)
+        if data.get("link") == link.id:
+            day = data.get("after", {}).get("completed_on")
+            return Completion(
+                at=event.at, by=event.actor, outcome=str(data.get("note") or ""),
+                completed_on=dt.date.fromisoformat(day) if day else None,
+            )  # fmt: skip
+    return None

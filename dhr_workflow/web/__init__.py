@@ -3,6 +3,7 @@
 app.py        the application, who is asking, CSRF, security headers, error pages
 forms.py      every form's fields and the errors people see
 auth.py       sign-in by email link, sign-out
+act.py        /act/<token>: what a message's links open (progress, done, more time)
 dashboard.py, reviews.py, actions.py, directory.py, imports.py, upcoming.py
               one module of pages per area
 feeds.py      /feeds/<token>.ics
@@ -23,6 +24,7 @@ from dhr_workflow.ruleset import RuleSet
 from dhr_workflow.templates import Templates
 from dhr_workflow.transports import Transport
 from dhr_workflow.web import (
+    act,
     actions,
     app,
     auth,
@@ -54,6 +56,7 @@ def create_app(
         *ops.routes(store, health, metrics),
         *feeds.routes(store, settings),
         *auth.routes(web),
+        *act.routes(web),
         *dashboard.routes(web),
         *reviews.routes(web),
         *actions.routes(web),

@@ -1,5 +1,6 @@
 """An action: every field, the plan's own words, its history, and the coordinator's forms
-(status and progress, due date, lead agency and owner, settling a needs-review flag)."""
+(status and progress, due date, lead agency and owner, settling a needs-review flag, deciding
+an extension request, revoking the links sent about it)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dhr_workflow import actions, agencies, history
+from dhr_workflow import actions, agencies, extensions, history, links
 from dhr_workflow.errors import NotFound, UserError
 from dhr_workflow.models import Action, ActionStatus, Contact
 from dhr_workflow.signin import Principal
+from dhr_workflow.web import act
 from dhr_workflow.web.app import Hidden, Web, redirect
-from dhr_workflow.web.filters import STATUS_TAGS
-from dhr_workflow.web.forms import STATUSES, Reader, date_fields
+from dhr_workflow.web.filters import STATUS_TAGS, long_day
+from dhr_workflow.web.forms import STATUSES, Reader, date_fields, number
 
 FORMS = ("progress", "due", "assign", "settle")
+DECISIONS = {"approve", "decline"}
 
 
 def routes(web: Web) -> list[Route]:
@@ -33,9 +36,15 @@ def routes(web: Web) -> list[Route]:
         form = await web.form(request)
         await web.run(_view, web, person, action_id, edit=True)  # 404 unless theirs to change
         which = form.get("form")
+        reader = Reader(form)
+        if which == "extension":
+            return await decide(request, person, action_id, reader)
+        if which == "revoke_links":
+            count = await web.run(_revoke, web, person, action_id)
+            request.session["banner"] = {"success": True, "text": _revoked(count)}
+            return redirect(f"/actions/{action_id}#links")
         if which not in FORMS:
             raise Hidden
-        reader = Reader(form)
         change = _change(str(which), reader)
         if not reader.errors:
             try:
@@ -50,7 +59,66 @@ def routes(web: Web) -> list[Route]:
             request, "action.html", 400, errors=reader.errors, posted=which, form=form, **data
         )
 
+    async def decide(
+        request: Request, person: Principal, action_id: int, reader: Reader
+    ) -> Response:
+        request_id = number(reader.raw("request"))
+        if request_id is None:
+            raise Hidden
+        decision = reader.choice("decision", "approve or decline", DECISIONS)
+        note = reader.text("decision_note", "the note")
+        if not reader.errors:
+            try:
+                done = await web.run(
+                    _decide, web, person, action_id, request_id, decision == "approve", note
+                )
+            except UserError as exc:
+                reader.errors.add("decision_note", _sentence(str(exc)))
+            else:
+                request.session["banner"] = {"success": True, "text": done}
+                return redirect(f"/actions/{action_id}")
+        data = await web.run(_view, web, person, action_id)
+        return web.page(
+            request, "action.html", 400, errors=reader.errors, posted="extension",
+            form=reader.form, **data,
+        )  # fmt: skip
+
     return [Route("/actions/{action_id:int}", action_page, methods=["GET", "POST"])]
+
+
+def _decide(
+    web: Web, person: Principal, action_id: int, request_id: int, approve: bool, note: str
+) -> str:
+    """Decide a request of this action (another action's is not there: 404); the banner."""
+    tell = act.mail(web)
+    with web.store.transaction() as s:
+        try:
+            found = extensions.get(s, request_id)
+        except NotFound:
+            raise Hidden from None
+        if found.action_id != action_id:
+            raise Hidden
+        req = extensions.decide(
+            s, request_id, approve=approve, note=note, decided_by=person.email,
+            today=web.today(), now=web.now(), mail=tell,
+        )  # fmt: skip
+        due, who = long_day(req.action.due_date, "no due date"), req.requested_by
+    verdict = "approved: the action is now" if approve else "declined: the action is still"
+    return f"Extension {verdict} due on {due}. {who} is told by email."
+
+
+def _revoke(web: Web, person: Principal, action_id: int) -> int:
+    with web.store.transaction() as s:
+        return links.revoke(s, action_id, now=web.now(), actor=person.email)
+
+
+def _revoked(count: int) -> str:
+    if not count:
+        return "There were no working links to revoke."
+    return (
+        f"{count} link{'s' if count != 1 else ''} revoked: "
+        "they now open a page that says to contact the DHR coordinator."
+    )
 
 
 def _change(which: str, reader: Reader) -> actions.ActionChange:
@@ -133,7 +201,11 @@ def _view(web: Web, person: Principal, action_id: int, *, edit: bool = False) ->
             "completed_fields": date_fields(action.completed_on),
         }
         view["can_edit"] = person.edits(action.review_id)
+        view["extensions"] = extensions.for_action(s, action.id)
         if view["can_edit"]:
+            view["links"] = [
+                (link, links.state(link, web.today())) for link in links.sent_for(s, action.id)
+            ]
             view["agency_options"] = [(a.name, a.name) for a in agencies.list_all(s)]
             view["people_options"] = [
                 (c.email, f"{c.name} ({c.email})" + (f", {c.agency.name}" if c.agency else ""))
