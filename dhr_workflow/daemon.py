@@ -122,6 +122,7 @@ class Daemon:
             self.templates,
             s.partnership,
             s.mail_from,
+            s.public_base_url,
         )
         with self.store.transaction() as session:
             # Rendered by commit a chunk at a time, not all at once: the catch-up tick after

@@ -35,6 +35,7 @@ from dhr_workflow.models import (
     CLOSED_STATUSES,
     Action,
     ActionStatus,
+    ActionUpdate,
     Agency,
     Contact,
     Firing,
@@ -235,7 +236,7 @@ def evaluate(
     if only is None or CALENDAR_RULE in only:
         messages += _invitation_updates(session)
     if render:
-        _render(session, messages, ctx)
+        _render(session, messages, ctx, directory)
     return TickResult(ctx.at, messages, gaps, hits, unsent)
 
 
@@ -350,6 +351,7 @@ def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
     ).where(*clauses, Action.due_date.is_not(None), Action.due_date <= horizon)
     steps = [(str(step.at), tuple(step.notify)) for step in ladder.steps]  # shared by hits
     first = _first_notices(ladder)
+    order = {label: i for i, (label, _) in enumerate(steps)}  # to list sent steps in turn
     with_first: list[tuple[Notify, ...]] = [
         notify if notice is None else (*notify, notice)
         for (_, notify), notice in zip(steps, first, strict=True)
@@ -370,7 +372,12 @@ def _ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
                 lower = tuple(k for k in lower if k not in done)
             # Any step sent for this due date told the owner and agency lead, itself or with
             # the first notice that went with it.
-            sent = tuple(_label(k) for k, outcome in done.items() if outcome == "fired")
+            sent = tuple(
+                sorted(
+                    {_label(k) for k, outcome in done.items() if outcome == "fired"},
+                    key=lambda label: order.get(label, len(order)),
+                )
+            )
             step, notify = steps[index]
             if not sent:
                 notify = with_first[index]
@@ -650,32 +657,69 @@ def _addresses(notify: Notify, subject: Subject, directory: Directory) -> Addres
 # --- rendering -------------------------------------------------------------------------------
 
 
-def _render(session: Session, messages: list[Message], ctx: Context) -> None:
+def _render(
+    session: Session,
+    messages: list[Message],
+    ctx: Context,
+    directory: Directory | None = None,
+) -> None:
+    directory = directory or Directory(session)
     for start in range(0, len(messages), RENDER_CHUNK):
         chunk = messages[start : start + RENDER_CHUNK]
-        _render_digests(session, [m for m in chunk if m.hits[0].subject_type != "review"], ctx)
-        _render_reports(session, [m for m in chunk if m.hits[0].subject_type == "review"], ctx)
+        digests = [m for m in chunk if m.hits[0].subject_type != "review"]
+        _render_digests(session, digests, ctx, directory)
+        reports = [m for m in chunk if m.hits[0].subject_type == "review"]
+        _render_reports(session, reports, ctx, directory)
 
 
 def _set_rendered(msg: Message, rendered: Rendered) -> None:
     msg.rendered, msg.subject = rendered, rendered.subject
 
 
-def _render_digests(session: Session, digests: list[Message], ctx: Context) -> None:
+# Messages whose actions carry no "report progress / done / more time" links: the coordinator's
+# checklist (it links the action pages) and calendar follow-ups.
+NO_LINKS = {"needs_review", CALENDAR_TEMPLATE}
+
+
+def _render_digests(
+    session: Session, digests: list[Message], ctx: Context, directory: Directory
+) -> None:
     # A digest lists at most LISTED actions ("and N more"): past that an email stops being
     # one clear reminder, and rendering stays cheap however large the backlog.
     wanted = {i for m in digests for i in m.action_ids[:LISTED]}
     rows = {r.id: r for r in action_rows(session, Action.id.in_(sorted(wanted)))} if wanted else {}
     for msg in digests:
         ids = msg.action_ids
-        listed = [action_context(rows[i], ctx.today) for i in ids[:LISTED]]
+        hits = {h.subject_id: h for h in msg.hits}
+        listed = [
+            _for_recipient(action_context(rows[i], ctx.today), hits[i], msg, ctx)
+            for i in ids[:LISTED]
+        ]
         refs = {a["review"] for a in listed}
         msg.review = refs.pop() if len(refs) == 1 and len(ids) <= LISTED else None
         context = {"actions": listed, "more": len(ids) - len(listed), "total": len(ids)}
-        _set_rendered(msg, ctx.templates.render(msg.template, _common(msg, ctx) | context))
+        common = _common(msg, ctx, directory)
+        _set_rendered(msg, ctx.templates.render(msg.template, common | context))
 
 
-def _render_reports(session: Session, reports: list[Message], ctx: Context) -> None:
+def _for_recipient(action: dict[str, Any], hit: Hit, msg: Message, ctx: Context) -> dict[str, Any]:
+    """What one recipient's message says about one action: its page, their own links to act
+    on it, whether this is the first they hear of it, and which reminders went before."""
+    action["sent_steps"] = list(hit.sent)
+    action["first_notice"] = hit.subject_id in msg.first
+    action["page"] = f"{ctx.base_url}/actions/{hit.subject_id}" if ctx.base_url else None
+    action["links"] = {}
+    if ctx.base_url and msg.template not in NO_LINKS:
+        for purpose in links.PURPOSES:
+            made = links.make(hit.subject_id, msg.to[0], purpose)
+            msg.links.append(made)
+            action["links"][purpose] = ctx.base_url + links.path(made)
+    return action
+
+
+def _render_reports(
+    session: Session, reports: list[Message], ctx: Context, directory: Directory
+) -> None:
     # Review summaries a chunk of reviews at a time: a backlog of thousands of reports must
     # not hold every action of every review in memory at once.
     for start in range(0, len(reports), REVIEW_CHUNK):
@@ -686,7 +730,8 @@ def _render_reports(session: Session, reports: list[Message], ctx: Context) -> N
             msg.review = summary["review"]["ref"]
             if msg.template in FAMILY_SAFE:
                 summary = family_safe(summary)
-            _set_rendered(msg, ctx.templates.render(msg.template, _common(msg, ctx) | summary))
+            common = _common(msg, ctx, directory)
+            _set_rendered(msg, ctx.templates.render(msg.template, common | summary))
 
 
 # Messages rendered (and, in commit, written and let go) at a time: the rows they list and
@@ -696,13 +741,22 @@ REVIEW_CHUNK = 100
 LISTED = 50
 
 
-def _common(msg: Message, ctx: Context) -> dict[str, Any]:
+def _common(msg: Message, ctx: Context, directory: Directory) -> dict[str, Any]:
+    """What every message says: who it is for, and whom to answer (the review's coordinator,
+    also its Reply-To; the partnership's when the message spans several reviews)."""
+    reviews = {h.review_id for h in msg.hits}
+    found = directory.coordinator(reviews.pop() if len(reviews) == 1 else None)
+    coordinator = {"name": found[0], "email": found[1]} if found else None
+    msg.reply_to = found[1] if found else None
+    recipient = msg.to[0]
     return {
         "rule": msg.rule,
         "step": ",".join(msg.steps),
         "today": ctx.today,
         "partnership": ctx.partnership,
-        "coordinator": None,
+        "coordinator": coordinator,
+        "recipient": {"name": directory.name(recipient), "email": recipient},
+        "web": ctx.base_url,
         "more": 0,
     }
 
@@ -746,12 +800,24 @@ def action_context(row: Row[*tuple[Any, ...]], today: dt.date) -> dict[str, Any]
     return {
         "id": row.id, "review": row.review, "recommendation": row.recommendation,
         "ref": row.ref or row.recommendation or "", "text": text,
-        "text_short": text if len(text) <= TEXT_SHORT else text[: TEXT_SHORT - 1] + "…",
+        "text_short": shorten(text, TEXT_SHORT),
+        "rec_text": " ".join((row.rec_text or "").split()),
         "lead_agency": row.agency, "owner": row.owner_text or row.owner_name,
         "due_date": due, "days": (due - today).days if due else None,
         "target_text": row.target_text, "status": row.status,
         "completed_on": row.completed_on, "reasons": list(row.review_reasons or []),
+        # set per recipient in digests (_for_recipient)
+        "first_notice": False, "links": {}, "page": None,
     }  # fmt: skip
+
+
+def shorten(text: str, width: int) -> str:
+    """At most ``width`` characters, cut between words (never mid-word), with an ellipsis."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > width // 2 else cut).rstrip(" ,;:.-") + "…"
 
 
 def review_contexts(
@@ -767,9 +833,52 @@ def review_contexts(
     by_review: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in action_rows(session, Action.review_id.in_(ids)):
         by_review[row.review].append(action_context(row, ctx.today))
-    return {
-        id(m): _summary(reviews[m.hits[0].subject_id], by_review, m, ctx.today) for m in messages
-    }
+    earliest = min(_since(m, ctx.today) for m in messages)
+    notes = _progress(session, ids, dt.datetime.combine(earliest, dt.time(), ctx.tz), ctx.at)
+    summaries = {}
+    for m in messages:
+        review = reviews[m.hits[0].subject_id]
+        summary = _summary(review, by_review, m, ctx.today)
+        since = _since(m, ctx.today)
+        items = [n for n in notes.get(review.id, []) if n["at"].astimezone(ctx.tz).date() >= since]
+        summary["progress_since"], summary["progress_since_count"] = items[:LISTED], len(items)
+        summaries[id(m)] = summary
+    return summaries
+
+
+def _since(msg: Message, today: dt.date) -> dt.date:
+    """The start of the period a report covers (its previous occurrence, else six months)."""
+    return msg.hits[0].since or add_months(today, -6)
+
+
+def _progress(
+    session: Session, review_ids: list[int], since: dt.datetime, until: dt.datetime
+) -> dict[int, list[dict[str, Any]]]:
+    """Progress notes from ``since`` up to the report's own time, newest first, per review
+    (for "Progress since the last report")."""
+    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    rows = session.execute(
+        select(
+            Action.review_id,
+            Action.id,
+            Action.ref,
+            ActionUpdate.at,
+            ActionUpdate.note,
+            ActionUpdate.author,
+            Agency.name,
+        )
+        .join(Action, Action.id == ActionUpdate.action_id)
+        .outerjoin(Agency, Agency.id == Action.lead_agency_id)
+        .where(Action.review_id.in_(review_ids), ActionUpdate.at >= since, ActionUpdate.at <= until)
+        .order_by(ActionUpdate.at.desc(), ActionUpdate.id.desc())
+    )
+    for review_id, action_id, ref, at, note, author, agency in rows:
+        found[review_id].append(
+            {"id": action_id, "ref": ref or str(action_id), "at": at, "note": note,
+             "note_short": shorten(" ".join(note.split()), TEXT_SHORT), "author": author,
+             "lead_agency": agency}
+        )  # fmt: skip
+    return found
 
 
 def _summary(
@@ -780,7 +889,7 @@ def _summary(
     counts = {s.value: sum(1 for a in listed if a["status"] == s) for s in ActionStatus}
     counts["total"] = len(listed)
     counts["open"] = counts["open"] + counts["in_progress"]
-    since = msg.hits[0].since or add_months(today, -6)
+    since = _since(msg, today)
     horizon = add_months(today, 6)
     active = [a for a in listed if a["status"] not in closed]
     groups = {
@@ -829,15 +938,17 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
     time; the bodies commit rendered itself are let go once in the outbox (subject kept)."""
     now = ctx.at
     lost = _claim(session, _firing_rows(result.messages, now))
+    directory = Directory(session)
     kept: list[Message] = []
     for start in range(0, len(result.messages), RENDER_CHUNK):
         chunk = result.messages[start : start + RENDER_CHUNK]
         lazy = {id(m) for m in chunk if m.rendered is None}
         mine = _won(chunk, lost)  # another replica took some firings: those re-render
-        _render(session, [m for m in mine if m.rendered is None], ctx)
+        _render(session, [m for m in mine if m.rendered is None], ctx, directory)
         events = [_enqueued(session, msg, ctx) for msg in mine]
         audit.record_many(session, now=now, actor=actor, events=events)
         for msg in mine:
+            msg.links = []  # stored (hashed) with the message; the secrets go no further
             if id(msg) in lazy:
                 msg.rendered = None  # the outbox row holds the bodies now
         kept += mine
@@ -985,6 +1096,7 @@ def _enqueued(session: Session, msg: Message, ctx: Context) -> tuple[str, str, d
         html_body=msg.rendered.html,
         calendar=_invitations(session, msg, ctx),
         message_id=f"<{uuid.uuid4().hex}@dhr-workflow>",
+        reply_to=msg.reply_to,
         state="pending",
         attempts=0,
         next_attempt_at=ctx.at,
@@ -992,6 +1104,7 @@ def _enqueued(session: Session, msg: Message, ctx: Context) -> tuple[str, str, d
     )
     session.add(note)
     session.flush()
+    links.store(session, msg.links, now=ctx.at)
     link = (
         update(typing_cast(Table, Firing.__table__))
         .where(

@@ -48,6 +48,8 @@ def build(note: Notification, *, mail_from: str, now: dt.datetime) -> EmailMessa
     msg["To"] = ", ".join(clean_header(a, 320) for a in note.to_addrs)
     if note.cc_addrs:
         msg["Cc"] = ", ".join(clean_header(a, 320) for a in note.cc_addrs)
+    if note.reply_to:  # answers go to the review's coordinator, not to a robot
+        msg["Reply-To"] = clean_header(note.reply_to, 320)
     msg["Subject"] = clean_header(note.subject)
     msg["Date"] = format_datetime(now.astimezone(dt.UTC))
     msg["Message-ID"] = note.message_id  # stable: a repeat after a crash is recognisable

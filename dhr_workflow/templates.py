@@ -46,6 +46,21 @@ def when(days: int | None) -> str:
     return f"{-days} day{'s' if days != -1 else ''} overdue"
 
 
+_UNITS = {"d": ("day", "days"), "bd": ("working day", "working days"), "w": ("week", "weeks"),
+          "m": ("month", "months")}  # fmt: skip
+
+
+def steplabel(step: str) -> str:
+    """A ladder step in words: "-30d" -> "30 days before", "+10bd" -> "10 working days after"."""
+    sign, rest = step[:1], step[1:]
+    number = "".join(c for c in rest if c.isdigit())
+    unit = rest[len(number) :]
+    if sign not in "+-" or not number or unit not in _UNITS:
+        return step
+    word = _UNITS[unit][0 if number == "1" else 1]
+    return f"{number} {word} {'before' if sign == '-' else 'after'}"
+
+
 def clean_header(value: str, limit: int = SUBJECT_LIMIT) -> str:
     """One line, no control characters: plan text must never inject or break a header."""
     flat = " ".join(_CONTROL.sub(" ", value).split())
@@ -68,7 +83,7 @@ class Templates:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        env.filters.update(longdate=longdate, when=when)
+        env.filters.update(longdate=longdate, when=when, steplabel=steplabel)
         return env
 
     def names(self) -> set[str]:
@@ -125,7 +140,7 @@ def _tidy(text: str) -> str:
     return "\n".join(out).strip() + "\n"
 
 
-REPORT_LISTS = ("overdue", "completed_since", "due_soon", "needs_review")
+REPORT_LISTS = ("overdue", "completed_since", "due_soon", "needs_review", "progress_since")
 
 
 def family_safe(context: dict[str, Any]) -> dict[str, Any]:
@@ -148,13 +163,19 @@ def sample_context(kind: str = "all") -> dict[str, Any]:
         "lead_agency": "Police", "owner": "Jo Bloggs", "due_date": today,
         "days": -3, "target_text": "January 2024", "status": "open",
         "completed_on": None, "reasons": ["due: example"],
+        "rec_text": "Review domestic abuse training", "sent_steps": ["-30d"],
+        "first_notice": False, "page": "http://dhr.example.org/actions/1",
+        "links": {"progress": "http://dhr.example.org/act/p", "done": "http://dhr.example.org/act/d",
+                  "extend": "http://dhr.example.org/act/e"},
     }  # fmt: skip
     common: dict[str, Any] = {
         "rule": "sample",
         "step": "+1d",
         "today": today,
         "partnership": "Sample",
-        "coordinator": "coordinator@example.org",
+        "coordinator": {"name": "Cat Coordinator", "email": "coordinator@example.org"},
+        "recipient": {"name": "Jo Bloggs", "email": "jo@example.org"},
+        "web": "http://dhr.example.org",
         "more": 0,
     }
     parts: dict[str, dict[str, Any]] = {
@@ -166,6 +187,10 @@ def sample_context(kind: str = "all") -> dict[str, Any]:
             "overdue": [action], "completed_since": [], "due_soon": [], "needs_review": [action],
             "overdue_count": 1, "completed_since_count": 0, "due_soon_count": 0,
             "needs_review_count": 1,
+            "progress_since": [{"id": 1, "ref": "1", "at": dt.datetime(2024, 1, 10, 9, 0),
+                                "note": "Training booked", "note_short": "Training booked",
+                                "author": "jo@example.org", "lead_agency": "Police"}],
+            "progress_since_count": 1,
         },
         "failure": {"failed": {"id": 7, "subject": "Overdue: DHR-1 action 1",
                                "to": ["a@example.org"], "cc": [], "state": "failed",

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner, Result
@@ -20,7 +21,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from dhr_workflow import actions, db, reviews
+from dhr_workflow import actions, contacts, db, engine, reviews
 from dhr_workflow.cli import main
 from dhr_workflow.models import Base
 
@@ -177,3 +178,59 @@ def daemons() -> Iterator[list[Any]]:
     yield running
     for d in running:
         d.close()
+
+
+# --- the rule engine's world: one review, its people, actions made to order ---------------
+
+ROOT = Path(__file__).resolve().parent.parent
+LONDON = ZoneInfo("Europe/London")
+D = dt.date
+
+
+@pytest.fixture
+def rules() -> tuple[Any, Any]:
+    """The shipped rule set and templates."""
+    return engine.load_rules(ROOT / "rules", ROOT / "templates" / "email", LONDON)
+
+
+CONTACTS = """agency,role,name,email,review
+Police,lead,Lee Lead,lead@police.example.org,
+Police,manager,Max Manager,manager@police.example.org,
+Health,lead,Hal Lead,lead@health.example.org,
+,coordinator,Cat Coordinator,coordinator@csp.example.org,
+,chair,Chris Chair,chair@csp.example.org,
+,family_liaison,Fay Liaison,fay@advocacy.example.org,R1
+"""
+
+
+@pytest.fixture
+def world(store: db.Store, tmp_path: Path) -> Callable[..., dict[str, int]]:
+    """A review R1 with contacts; ``make(key=(agency, due, status), ...)`` adds actions."""
+    with store.transaction() as s:
+        reviews.add(s, "R1", "Review one", now=NOW, actor=ACTOR, plan_agreed_on=D(2023, 6, 1))
+    path = tmp_path / "contacts.csv"
+    path.write_text(CONTACTS)
+    with store.transaction() as s:
+        contacts.import_rows(s, contacts.read_csv(path), now=NOW, actor=ACTOR, source="c.csv")
+
+    def make(**spec: tuple[str | None, dt.date | None, str]) -> dict[str, int]:
+        ids = {}
+        with store.transaction() as s:
+            for n, (key, (agency, due, status)) in enumerate(spec.items(), start=1):
+                a = actions.create(
+                    s,
+                    "R1",
+                    now=NOW,
+                    actor=ACTOR,
+                    recommendation=str(n),
+                    lead_agency=agency,
+                    text=f"Action {key}",
+                    due_date=due,
+                    due_basis="fixed" if due else "none",
+                    status=status,
+                    review_reasons=[] if due else ["due: no target date"],
+                )
+                ids[key] = a.id
+        return ids
+
+    return make

@@ -187,9 +187,9 @@ def _templates(tmp_path: Path) -> Path:
 
 def test_template_that_fails_to_render_is_caught_at_check(tmp_path: Path) -> None:
     templates = _templates(tmp_path)
-    (templates / "overdue.txt").write_text("Dear {{ recipient.name }}\n")
+    (templates / "overdue.txt").write_text("Dear {{ addressee.name }}\n")
     with pytest.raises(
-        InvalidInput, match="overdue: template cannot be rendered: 'recipient' is undefined"
+        InvalidInput, match="overdue: template cannot be rendered: 'addressee' is undefined"
     ):
         load_rules(_rules(tmp_path, LADDER), templates, LONDON)
     (templates / "overdue.txt").write_text("{% for a in actions %}\n")

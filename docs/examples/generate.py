@@ -92,6 +92,7 @@ def main() -> None:
                 templates,
                 settings.partnership,
                 settings.mail_from,
+                "https://dhr.westminster.example.org",
             )
             with store.transaction() as s:
                 engine.commit(s, engine.evaluate(s, ruleset, ctx), ctx, actor="example")
@@ -120,11 +121,8 @@ def main() -> None:
 
 
 def _fail_one(store: db.Store, settings: Settings, templates: object) -> None:
-    failing = MemoryTransport(
-        fail=DeliveryError(
-            "550 5.1.1 <mo.manager@westminster.example.org>: no such user", permanent=True
-        )
-    )
+    """The manager's escalation bounces: the coordinator's notice names that message, that
+    address and that reason (one consistent story)."""
     with store.transaction() as s:
         victim = s.scalars(
             select(Notification)
@@ -133,6 +131,9 @@ def _fail_one(store: db.Store, settings: Settings, templates: object) -> None:
         ).first()
         assert victim is not None
         victim.state = "pending"
+        failing = MemoryTransport(
+            fail=DeliveryError(f"550 5.1.1 <{victim.to_addrs[0]}>: no such user", permanent=True)
+        )
         for other in s.scalars(select(Notification).where(Notification.id != victim.id)):
             other.next_attempt_at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # keep them queued
     asyncio.run(
