@@ -1,9 +1,10 @@
-"""iCalendar for actions: invitations by email (iMIP, RFC 6047) and, later, feeds.
+"""iCalendar for actions: invitations by email (iMIP, RFC 6047), and what feeds share with them.
 
 Each action has one UID for life, shared by email invitations and feeds, and a SEQUENCE that
 the store bumps whenever its date or status changes, so calendars replace rather than
-duplicate an event. Everything is built from values passed in (no clock, no random UIDs):
-the same inputs always give the same bytes.
+duplicate an event. Invitations and feeds give an action the same title (:func:`summary`), so
+an entry reads the same whichever way it reached a calendar. Everything is built from values
+passed in (no clock, no random UIDs): the same inputs always give the same bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ def action_uid(action_id: int) -> str:
     return f"dhr-action-{action_id}@dhr-workflow"
 
 
+def overdue_uid(action_id: int) -> str:
+    """The feed's second entry for an overdue action, on today's date: a UID of its own, so
+    it never replaces the entry on the due date."""
+    return f"dhr-action-{action_id}-overdue@dhr-workflow"
+
+
 @dataclass(frozen=True)
 class EventFacts:
     """What a calendar entry says about an action: minimal by default (plan text can be
@@ -29,14 +36,20 @@ class EventFacts:
     action_id: int
     sequence: int
     due_date: dt.date
-    review: str
-    ref: str
+    review: str  # the review's ref
+    ref: str  # the action's ref; when the plan gave none, its id stands in
     lead_agency: str | None
 
     @property
     def summary(self) -> str:
-        agency = f" ({self.lead_agency})" if self.lead_agency else ""
-        return f"DHR {self.review}: action {self.ref} due{agency}"
+        return summary(self)
+
+
+def summary(facts: EventFacts) -> str:
+    """An action's calendar title, the same in invitations and feeds:
+    ``DHR WCA action 5: Bi Borough VAWG Strategic Board`` (no plan text)."""
+    agency = f": {facts.lead_agency}" if facts.lead_agency else ""
+    return f"DHR {facts.review} action {facts.ref or facts.action_id}{agency}"
 
 
 def invitation(

@@ -249,10 +249,16 @@ def _check_feed(daemon: Daemon, feed_url: str) -> None:
     uids_one = sorted(str(e["UID"]) for e in one.walk("VEVENT"))
     uids_other = sorted(e.uid.value for e in other.vevent_list)
     assert uids_one == uids_other
-    assert len(uids_one) == 3  # the dated open actions
+    assert len(uids_one) == 6  # the dated open actions, all overdue: on their dates and today
     assert str(one["METHOD"]) == "PUBLISH"
-    dates = {e.dtstart.value for e in other.vevent_list}
-    assert dates == {TODAY - dt.timedelta(days=2), TODAY - dt.timedelta(days=40)}
+    due = {
+        e.dtstart.value
+        for e in other.vevent_list
+        if not e.uid.value.endswith("-overdue@dhr-workflow")
+    }
+    assert due == {TODAY - dt.timedelta(days=2), TODAY - dt.timedelta(days=40)}
+    again_today = {e.dtstart.value for e in other.vevent_list} - due
+    assert len(again_today) == 1 and again_today <= {TODAY, TODAY + dt.timedelta(days=1)}  # London
     again = httpx.get(daemon.url(path), headers={"If-None-Match": r.headers["etag"]}, timeout=5)
     assert again.status_code == 304
     wrong = httpx.get(daemon.url("/feeds/not-a-real-token.ics"), timeout=5)

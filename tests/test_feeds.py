@@ -8,27 +8,31 @@ from typing import Any
 
 import icalendar
 import pytest
+import vobject
 from sqlalchemy import select
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from dhr_workflow import actions, db, feeds, reviews
+from dhr_workflow import actions, calendar, db, feeds, reviews
 from dhr_workflow.config import Settings
 from dhr_workflow.models import FeedToken
 from dhr_workflow.web import Health, Metrics, create_app
+from dhr_workflow.web import feeds as feed_routes
 from tests.conftest import ACTOR, NOW
+from tests.test_delivery import Clock
+
+# Noon in London on a day before every date in _plan: nothing overdue unless a test moves on.
+BEFORE = dt.datetime(2024, 1, 20, 12, tzinfo=dt.UTC)
 
 
 @pytest.fixture
 def client(store: db.Store) -> Callable[..., TestClient]:
-    def make(**settings: Any) -> TestClient:
-        app = create_app(
-            store,
-            # Version stamps not reused unless a test asks: most tests change data and look.
-            Settings(_env_file=None, **({"feed_cache_seconds": 0} | settings)),  # type: ignore[call-arg]
-            Health(scheduler_running=True),
-            Metrics(),
-        )
-        return TestClient(app)
+    """The feed routes on the real store, at a time the test sets (``clock``: a Clock)."""
+
+    def make(clock: Callable[[], dt.datetime] = lambda: BEFORE, **settings: Any) -> TestClient:
+        # Version stamps not reused unless a test asks: most tests change data and look.
+        config = Settings(_env_file=None, **({"feed_cache_seconds": 0} | settings))  # type: ignore[call-arg]
+        return TestClient(Starlette(routes=feed_routes.routes(store, config, clock=clock)))
 
     return make
 
@@ -58,6 +62,7 @@ def _plan(store: db.Store) -> dict[str, int]:
                 now=NOW,
                 actor=ACTOR,
                 recommendation=key,
+                recommendation_text=f"Plan wording of recommendation {key}",
                 lead_agency="Police",
                 text=f"Secret detail of {key}",
                 target_text="the plan's words",
@@ -73,6 +78,15 @@ def _plan(store: db.Store) -> dict[str, int]:
 def _token(store: db.Store, kind: Any = "review", value: str | None = "R1") -> str:
     with store.transaction() as s:
         return feeds.create(s, kind, value, "test", now=NOW, actor=ACTOR).secret
+
+
+def _events(response: Any) -> list[Any]:
+    assert response.status_code == 200, response.text
+    return list(icalendar.Calendar.from_ical(response.content).walk("VEVENT"))
+
+
+def _by_uid(response: Any) -> dict[str, Any]:
+    return {str(e["UID"]): e for e in _events(response)}
 
 
 def test_feed_contents_minimal_by_default(store: db.Store, client: Any) -> None:
@@ -92,9 +106,17 @@ def test_feed_contents_minimal_by_default(store: db.Store, client: Any) -> None:
     assert recurring["RRULE"]["INTERVAL"] == [6]
     assert recurring.walk("VALARM")
     full = client(feed_detail="full").get(f"/feeds/{secret}.ics")
-    assert "Secret detail of open" in full.text
+    [event] = [e for e in _events(full) if e["UID"] == calendar.action_uid(ids["open"])]
+    assert str(event["DESCRIPTION"]).splitlines() == [
+        "Status: open",
+        "Recommendation open: Plan wording of recommendation open",
+        "Action: Secret detail of open",
+        "The plan says: the plan's words",
+        f"http://127.0.0.1:8080/actions/{ids['open']}",
+    ]
     completed = client().get(f"/feeds/{secret}.ics?include=completed")
-    assert f"dhr-action-{ids['done']}@dhr-workflow" in completed.text
+    [done] = [e for e in _events(completed) if e["UID"] == calendar.action_uid(ids["done"])]
+    assert str(done["SUMMARY"]) == f"Done: DHR R1 action {ids['done']}: Police"
 
 
 def test_etag_304_and_changes(store: db.Store, client: Any) -> None:
@@ -158,8 +180,10 @@ def test_scopes(store: db.Store, client: Any) -> None:
     assert f"dhr-action-{ids['other']}@" in one
 
 
-def test_health_and_metrics(store: db.Store, client: Any) -> None:
-    http = client()
+def test_health_and_metrics(store: db.Store) -> None:
+    http = TestClient(
+        create_app(store, Settings(_env_file=None), Health(scheduler_running=True), Metrics())  # type: ignore[call-arg]
+    )
     health = http.get("/healthz")
     assert health.status_code == 200
     assert health.json()["database"] == "ok"
@@ -280,3 +304,232 @@ def test_version_cache_expires_and_is_bounded() -> None:
     cache.put(("c", False), '"3"', now=101.0)
     assert cache.get(("a", False), now=102.0) is None  # the oldest went first
     assert len(cache.tags) == 2
+
+
+# --- one title, links, overdue work (issue #12) ----------------------------------------------
+
+
+def _invitation_summary(store: db.Store, action_id: int) -> str:
+    """The SUMMARY of the email invitation for an action, its facts gathered as the engine
+    does (the action's ref, or its id when the plan gave none)."""
+    with store.reading() as s:
+        a = actions.get(s, action_id)
+        facts = calendar.EventFacts(
+            a.id,
+            a.sequence,
+            a.due_date or dt.date(2024, 1, 1),
+            a.review.ref,
+            a.ref or str(a.id),
+            a.lead_agency.name if a.lead_agency else None,
+        )
+    invite = calendar.invitation(
+        facts, method="REQUEST", organizer="dhr@example.org", attendees=["x@example.org"],
+        stamp=NOW,
+    )  # fmt: skip
+    [event] = icalendar.Calendar.from_ical(invite).walk("VEVENT")
+    return str(event["SUMMARY"])
+
+
+def test_feed_and_invitation_give_an_action_the_same_title(store: db.Store, client: Any) -> None:
+    ids = _plan(store)
+    with store.transaction() as s:
+        named = actions.create(
+            s, "R1", now=NOW, actor=ACTOR, recommendation="5", ref="5b", text="x",
+            lead_agency="Bi Borough VAWG Strategic Board", due_date=dt.date(2024, 7, 1),
+            due_basis="fixed",
+        )  # fmt: skip
+        nobody = actions.create(
+            s, "R1", now=NOW, actor=ACTOR, recommendation="6", ref="6", text="x",
+            due_date=dt.date(2024, 8, 1), due_basis="fixed",
+        )  # fmt: skip
+        ids |= {"named": named.id, "nobody": nobody.id}
+    events = _by_uid(client().get(f"/feeds/{_token(store)}.ics"))
+    summaries = {k: str(events[calendar.action_uid(ids[k])]["SUMMARY"]) for k in ids if k in
+                 ("open", "recurring", "named", "nobody")}  # fmt: skip
+    assert summaries == {k: _invitation_summary(store, ids[k]) for k in summaries}
+    assert summaries["named"] == "DHR R1 action 5b: Bi Borough VAWG Strategic Board"
+    assert summaries["nobody"] == "DHR R1 action 6"
+    assert summaries["open"] == f"DHR R1 action {ids['open']}: Police"
+
+
+def test_feed_events_link_to_the_action_page(store: db.Store, client: Any) -> None:
+    ids = _plan(store)
+    r = client(base_url="https://dhr.example.org/").get(f"/feeds/{_token(store)}.ics")
+    for key in ("open", "recurring"):
+        event = _by_uid(r)[calendar.action_uid(ids[key])]
+        page = f"https://dhr.example.org/actions/{ids[key]}"
+        assert str(event["URL"]) == page
+        assert str(event["DESCRIPTION"]).splitlines() == ["Status: open", page]
+    parsed = {e.uid.value: e for e in vobject.readOne(r.text).vevent_list}
+    assert parsed[calendar.action_uid(ids["open"])].url.value.endswith(f"/actions/{ids['open']}")
+
+
+def test_an_overdue_action_shows_on_today_as_well(store: db.Store, client: Any) -> None:
+    """'open' was due on 31 March; on 10 April it is on both days, other actions once."""
+    ids = _plan(store)
+    secret = _token(store, "all", None)
+    clock = Clock(dt.datetime(2024, 4, 10, 8, tzinfo=dt.UTC))
+    r = client(clock).get(f"/feeds/{secret}.ics")
+    events = _by_uid(r)
+    due, again = events[calendar.action_uid(ids["open"])], events[calendar.overdue_uid(ids["open"])]
+    assert calendar.overdue_uid(ids["open"]) == f"dhr-action-{ids['open']}-overdue@dhr-workflow"
+    assert (due.decoded("DTSTART"), again.decoded("DTSTART")) == (
+        dt.date(2024, 3, 31), dt.date(2024, 4, 10),
+    )  # fmt: skip
+    assert str(again["SUMMARY"]) == "OVERDUE: " + str(due["SUMMARY"])
+    assert str(due["SUMMARY"]) == _invitation_summary(store, ids["open"])
+    assert str(again["DESCRIPTION"]).startswith("Overdue: due 31 Mar 2024, 10 days ago\n")
+    assert str(again["URL"]) == str(due["URL"])
+    assert str(again["RELATED-TO"]) == calendar.action_uid(ids["open"])
+    overdue = sorted(uid for uid in events if uid.endswith("-overdue@dhr-workflow"))
+    assert overdue == [calendar.overdue_uid(ids["open"])]  # 'other' is due 30 April
+    # The same UIDs the next day; vobject reads it too.
+    clock.advance(days=1)
+    later = client(clock).get(f"/feeds/{secret}.ics")
+    assert set(_by_uid(later)) == set(events)
+    assert _by_uid(later)[calendar.overdue_uid(ids["open"])].decoded("DTSTART") == dt.date(
+        2024, 4, 11
+    )
+    assert len(vobject.readOne(later.text).vevent_list) == len(events)
+    # Completed: on its due date only (and only when completed ones are asked for).
+    with store.transaction() as s:
+        actions.update(
+            s, ids["open"], actions.ActionChange(status=actions.ActionStatus.COMPLETED),
+            today=dt.date(2024, 4, 11), now=NOW + dt.timedelta(days=87), actor=ACTOR,
+        )  # fmt: skip
+    assert not [u for u in _by_uid(client(clock).get(f"/feeds/{secret}.ics")) if "open" in u]
+    every = _by_uid(client(clock).get(f"/feeds/{secret}.ics?include=completed"))
+    assert calendar.action_uid(ids["open"]) in every
+    assert calendar.overdue_uid(ids["open"]) not in every
+    assert str(every[calendar.action_uid(ids["open"])]["SUMMARY"]).startswith("Done: DHR R1")
+
+
+def test_today_is_the_partnerships_date(store: db.Store, client: Any) -> None:
+    """23:30 UTC on 30 April in summer is already 1 May in London: 'other' (due 30 April) is
+    overdue there, and shows on 1 May."""
+    ids = _plan(store)
+    r = client(lambda: dt.datetime(2024, 4, 30, 23, 30, tzinfo=dt.UTC)).get(
+        f"/feeds/{_token(store, 'review', 'R2')}.ics"
+    )
+    assert _by_uid(r)[calendar.overdue_uid(ids["other"])].decoded("DTSTART") == dt.date(2024, 5, 1)
+
+
+def test_etag_of_a_feed_with_overdue_work_changes_at_midnight(store: db.Store, client: Any) -> None:
+    _plan(store)
+    overdue_feed, calm_feed = _token(store, "review", "R1"), _token(store, "review", "R2")
+    clock = Clock(dt.datetime(2024, 4, 10, 7, tzinfo=dt.UTC))  # 08:00 in London
+    # Stamps cached for an hour: a stamp from before midnight must still not outlive it.
+    http = client(clock, feed_cache_seconds=3600)
+    first = http.get(f"/feeds/{overdue_feed}.ics")
+    calm = http.get(f"/feeds/{calm_feed}.ics")
+    clock.advance(hours=15, minutes=59)  # 23:59 in London (22:59 UTC)
+    fresh = client(clock)  # no cached stamps: the same day gives the same tag and bytes
+    same_day = fresh.get(f"/feeds/{overdue_feed}.ics")
+    assert same_day.headers["etag"] == first.headers["etag"]
+    assert same_day.content == first.content
+    tag = {"If-None-Match": first.headers["etag"]}
+    assert http.get(f"/feeds/{overdue_feed}.ics", headers=tag).status_code == 304
+    clock.advance(minutes=2)  # 00:01 the next day
+    next_day = http.get(f"/feeds/{overdue_feed}.ics", headers=tag)
+    assert next_day.status_code == 200
+    assert next_day.headers["etag"] != first.headers["etag"]
+    assert next_day.content != first.content
+    # A feed with nothing overdue keeps its tag and its bytes from day to day.
+    calm_later = http.get(
+        f"/feeds/{calm_feed}.ics", headers={"If-None-Match": calm.headers["etag"]}
+    )
+    assert calm_later.status_code == 304
+    assert fresh.get(f"/feeds/{calm_feed}.ics").content == calm.content
+
+
+def test_fingerprint_and_render_take_the_day(store: db.Store) -> None:
+    """The version stamp follows the day exactly when the body does."""
+    _plan(store)
+    secret = _token(store)
+    with store.reading() as s:
+        token = feeds.lookup(s, secret)
+        assert token is not None
+
+        def both(day: dt.date) -> tuple[str, bytes]:
+            args: dict[str, Any] = {"include_completed": False, "detail": "minimal", "today": day}
+            return feeds.fingerprint(s, token, **args), feeds.render(s, token, **args)
+
+        before, before_next = both(dt.date(2024, 3, 30)), both(dt.date(2024, 3, 31))
+        late, late_next = both(dt.date(2024, 4, 10)), both(dt.date(2024, 4, 11))
+    assert before == before_next  # nothing overdue: the same stamp and bytes
+    assert late[0] != late_next[0] and late[1] != late_next[1]
+    assert before[0] != late[0]
+
+
+# --- owner feeds: whatever the person is told about ------------------------------------------
+
+PEOPLE = """agency,role,name,email
+Police,lead,Lee Lead,Lee.Lead@police.example.org
+Police,manager,Max Manager,max@police.example.org
+Health,lead,Hal Lead,hal@health.example.org
+Health,lead,Gone Lead,gone@health.example.org
+"""
+
+
+def _owners_plan(store: db.Store, tmp_path: Any) -> dict[str, int]:
+    """Police actions with and without an owner contact, a Health one owned by Lee (a Police
+    lead), and a Health one owned by a deactivated contact."""
+    from dhr_workflow import contacts
+
+    people = tmp_path / "people.csv"
+    people.write_text(PEOPLE)
+    ids = {}
+    with store.transaction() as s:
+        reviews.add(s, "R1", "Review one", now=NOW, actor=ACTOR)
+        contacts.import_rows(s, contacts.read_csv(people), now=NOW, actor=ACTOR, source="c")
+        who = {c.email.lower(): c for c in contacts.list_all(s)}
+        for key, agency, owner in [
+            ("police_unowned", "Police", None),
+            ("police_owned_by_hal", "Police", "hal@health.example.org"),
+            ("health_owned_by_lee", "Health", "lee.lead@police.example.org"),
+            ("health_unowned", "Health", None),
+            ("health_owned_by_gone", "Health", "gone@health.example.org"),
+        ]:
+            a = actions.create(
+                s, "R1", now=NOW, actor=ACTOR, recommendation=key, lead_agency=agency, text="x",
+                due_date=dt.date(2024, 6, 1), due_basis="fixed",
+            )  # fmt: skip
+            a.owner_contact_id = who[owner].id if owner else None
+            ids[key] = a.id
+        contacts.deactivate(s, who["gone@health.example.org"].id, now=NOW, actor=ACTOR)
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        # A lead sees every action of their agency (they are who `owner` falls back to, and
+        # agency.lead escalations reach them), and what they own elsewhere.
+        ("LEE.LEAD@police.example.org", {"police_unowned", "police_owned_by_hal",
+                                         "health_owned_by_lee"}),
+        ("max@police.example.org", {"police_unowned", "police_owned_by_hal"}),
+        ("hal@health.example.org", {"police_owned_by_hal", "health_owned_by_lee",
+                                    "health_unowned", "health_owned_by_gone"}),
+    ],
+)  # fmt: skip
+def test_owner_feed_covers_what_the_person_is_told_about(
+    store: db.Store, client: Any, tmp_path: Any, address: str, expected: set[str]
+) -> None:
+    ids = _owners_plan(store, tmp_path)
+    got = set(_by_uid(client().get(f"/feeds/{_token(store, 'owner', address)}.ics")))
+    assert got == {calendar.action_uid(ids[k]) for k in expected}
+
+
+def test_owner_feed_needs_an_active_contact(store: db.Store, client: Any, tmp_path: Any) -> None:
+    from dhr_workflow import contacts
+    from dhr_workflow.errors import NotFound
+
+    _owners_plan(store, tmp_path)
+    for address in ("gone@health.example.org", "nobody@example.org"):
+        with pytest.raises(NotFound, match="no active contact with address"):
+            _token(store, "owner", address)
+    secret = _token(store, "owner", "max@police.example.org")
+    with store.transaction() as s:
+        [max_] = [c for c in contacts.list_all(s) if c.email == "max@police.example.org"]
+        contacts.deactivate(s, max_.id, now=NOW, actor=ACTOR)
+    assert _events(client().get(f"/feeds/{secret}.ics")) == []  # deactivated: told nothing

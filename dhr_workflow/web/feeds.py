@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -18,10 +19,15 @@ from dhr_workflow.db import Store
 from dhr_workflow.web.limits import MissLimiter
 
 
-def routes(store: Store, settings: Settings) -> list[Route]:
+def routes(
+    store: Store, settings: Settings, *, clock: Callable[[], dt.datetime] | None = None
+) -> list[Route]:
+    """The feed route. ``clock`` gives the time (the real one by default): a feed shows an
+    overdue action again on the partnership's today."""
     cache = FeedCache()
     versions = VersionCache(settings.feed_cache_seconds)
     misses = MissLimiter()
+    now = clock or (lambda: dt.datetime.now(dt.UTC))
 
     async def feed(request: Request) -> Response:
         client = request.client.host if request.client else "?"
@@ -33,13 +39,16 @@ def routes(store: Store, settings: Settings) -> list[Route]:
             )
         secret = request.path_params["token"]
         include = request.query_params.get("include") == "completed"
-        tag = versions.get((secret, include), time.monotonic())
+        today = now().astimezone(settings.tz).date()
+        # The day is in the key: a stamp cached before midnight is not reused after it.
+        key = (secret, include, today)
+        tag = versions.get(key, time.monotonic())
         if tag is None:
             tag = await asyncio.to_thread(
-                _for_token, feeds.fingerprint, store, settings, secret, include
+                _for_token, feeds.fingerprint, store, settings, secret, include, today
             )
             if tag is not None:  # only live tokens: a guess always costs the same
-                versions.put((secret, include), tag, time.monotonic())
+                versions.put(key, tag, time.monotonic())
         if tag is None:
             misses.record(client, time.monotonic())
             return PlainTextResponse("Not Found", status_code=404)  # no hint why
@@ -49,7 +58,7 @@ def routes(store: Store, settings: Settings) -> list[Route]:
         body = cache.get(tag)
         if body is None:
             body = await asyncio.to_thread(
-                _for_token, feeds.render, store, settings, secret, include
+                _for_token, feeds.render, store, settings, secret, include, today
             )
             if body is None:
                 return PlainTextResponse("Not Found", status_code=404)
@@ -74,15 +83,15 @@ class VersionCache:
 
     def __init__(self, ttl: float, size: int = 4096) -> None:
         self.ttl, self.size = ttl, size
-        self.tags: OrderedDict[tuple[str, bool], tuple[str, float]] = OrderedDict()
+        self.tags: OrderedDict[Hashable, tuple[str, float]] = OrderedDict()
 
-    def get(self, key: tuple[str, bool], now: float) -> str | None:
+    def get(self, key: Hashable, now: float) -> str | None:
         found = self.tags.get(key)
         if found is None or now - found[1] >= self.ttl:
             return None
         return found[0]
 
-    def put(self, key: tuple[str, bool], tag: str, now: float) -> None:
+    def put(self, key: Hashable, tag: str, now: float) -> None:
         self.tags[key] = (tag, now)
         self.tags.move_to_end(key)
         while len(self.tags) > self.size:
@@ -112,11 +121,23 @@ _T = TypeVar("_T")
 
 
 def _for_token(
-    make: Callable[..., _T], store: Store, settings: Settings, secret: str, include: bool
+    make: Callable[..., _T],
+    store: Store,
+    settings: Settings,
+    secret: str,
+    include: bool,
+    today: dt.date,
 ) -> _T | None:
     """``make`` (the feed's version stamp or its body) for a live token, or None."""
     with store.reading() as s:
         token = feeds.lookup(s, secret)
         if token is None:
             return None
-        return make(s, token, include_completed=include, detail=settings.feed_detail)
+        return make(
+            s,
+            token,
+            include_completed=include,
+            detail=settings.feed_detail,
+            today=today,
+            base_url=settings.public_base_url,
+        )
