@@ -21,8 +21,10 @@ from dhr_workflow.models import (
     DueBasis,
     Recommendation,
 )
+from dhr_workflow.overview import is_overdue
 
-# The keys of `actions list --json`, in order: a contract with scripts that read it.
+# The keys of `actions list --json`, in order: a contract with scripts that read it (new keys
+# go at the end). The last three depend on the day and the notes: see to_dict.
 JSON_KEYS = (
     "id",
     "review",
@@ -40,6 +42,9 @@ JSON_KEYS = (
     "outcome",
     "needs_review",
     "review_reasons",
+    "recommendation_text",
+    "progress",
+    "overdue",
 )
 # Reasons about the target date start with this, so a coordinator's new date can clear them.
 DUE_REASON_PREFIX = "due:"
@@ -83,10 +88,16 @@ def list_actions(session: Session, flt: ActionFilter) -> list[Action]:
     return list(session.scalars(query(session, flt)).unique())
 
 
-def to_dict(action: Action) -> dict[str, Any]:
+def to_dict(
+    action: Action, *, today: dt.date | None = None, progress: ActionUpdate | None = None
+) -> dict[str, Any]:
+    """An action as `actions list --json` prints it (JSON_KEYS, in order), given ``today``
+    (the partnership's date, for ``overdue``) and its latest progress note, if any. Without
+    ``today``, only the action's own fields (JSON_KEYS up to review_reasons): what the audit
+    log records of a new action."""
     rec = action.recommendation
     owner = action.owner_text or (action.owner_contact.name if action.owner_contact else None)
-    return {
+    fields = {
         "id": action.id,
         "review": action.review.ref,
         "recommendation": rec.ref if rec else None,
@@ -104,6 +115,40 @@ def to_dict(action: Action) -> dict[str, Any]:
         "needs_review": action.needs_review,
         "review_reasons": list(action.review_reasons),
     }
+    if today is None:
+        return fields
+    return fields | {
+        "recommendation_text": rec.text if rec else None,
+        "progress": (
+            {"at": progress.at.isoformat(), "note": progress.note, "author": progress.author}
+            if progress
+            else None
+        ),
+        "overdue": is_overdue(action, today),
+    }
+
+
+def latest_notes(session: Session, selected: Select[Action]) -> dict[int, ActionUpdate]:
+    """The latest progress note of each action a query selects, by action id: one query for
+    any number of actions."""
+    ids = selected.with_only_columns(Action.id).order_by(None)
+    ranked = (
+        select(
+            ActionUpdate.id,
+            func.row_number()
+            .over(
+                partition_by=ActionUpdate.action_id,
+                order_by=(ActionUpdate.at.desc(), ActionUpdate.id.desc()),
+            )
+            .label("n"),
+        )
+        .where(ActionUpdate.action_id.in_(ids))
+        .subquery()
+    )
+    latest = (
+        select(ActionUpdate).join(ranked, ranked.c.id == ActionUpdate.id).where(ranked.c.n == 1)
+    )
+    return {note.action_id: note for note in session.scalars(latest)}
 
 
 ID_LIMIT = 2**31 - 1  # the id column's range: a larger number is no action, not a DB error

@@ -16,9 +16,11 @@ from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from dhr_workflow import (
     __version__,
@@ -30,6 +32,7 @@ from dhr_workflow import (
     db,
     engine,
     feeds,
+    history,
     messages,
     outbox,
     reviews,
@@ -920,7 +923,7 @@ STATUS = click.Choice([s.value for s in ActionStatus])
 
 @main.group("actions")
 def actions_group() -> None:
-    """Actions from the plans: list and update."""
+    """Actions from the plans: list, show and update."""
 
 
 @actions_group.command("list")
@@ -938,10 +941,10 @@ def actions_list(
     due_before: dt.date | None,
     as_json: bool,
 ) -> None:
-    """List actions."""
+    """List actions (overdue ones marked)."""
     flt = actions.ActionFilter(review, ActionStatus(status) if status else None, agency, due_before)
     with app.store().reading() as s:
-        rows = [actions.to_dict(a) for a in actions.list_actions(s, flt)]
+        rows = _listed(s, flt, app.today())
     if as_json:
         _print_json(rows)
         return
@@ -950,16 +953,127 @@ def actions_list(
         [
             [
                 str(r["id"]),
-                r["review"],
-                r["recommendation"] or "",
-                r["lead_agency"] or "",
+                escape(r["review"]),
+                escape(r["recommendation"] or ""),
+                escape(r["lead_agency"] or ""),
                 r["due_date"] or ("review!" if r["needs_review"] else "-"),
-                r["status"],
-                _short(r["text"]),
+                r["status"] + (", [bold red]overdue[/]" if r["overdue"] else ""),
+                escape(_short(r["text"])),
             ]
             for r in rows
         ],
     )
+
+
+def _listed(session: Session, flt: actions.ActionFilter, today: dt.date) -> list[dict[str, Any]]:
+    """The filter's actions as `actions list --json` prints them: two queries in all (the
+    actions, then the latest progress note of each)."""
+    selected = actions.query(session, flt)
+    notes = actions.latest_notes(session, selected)
+    return [
+        actions.to_dict(a, today=today, progress=notes.get(a.id))
+        for a in session.scalars(selected).unique()
+    ]
+
+
+@actions_group.command("show")
+@click.argument("action_id", metavar="ID", type=click.IntRange(1, 2**31 - 1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def actions_show(app: App, /, action_id: int, as_json: bool) -> None:
+    """Show one action: every field, its progress notes and its history."""
+    with app.store().reading() as s:
+        shown = _shown(s, action_id, app.today(), app.settings.tz)
+    if as_json:
+        _print_json(shown)
+        return
+    _print_action(shown, app.settings.tz)
+
+
+def _shown(session: Session, action_id: int, today: dt.date, tz: ZoneInfo) -> dict[str, Any]:
+    """Everything `actions show` prints: the `actions list --json` keys, then the rest."""
+    action = actions.get(session, action_id)
+    notes = actions.progress_notes(session, action.id)
+    contact = action.owner_contact
+    return actions.to_dict(action, today=today, progress=notes[0] if notes else None) | {
+        "owner_contact": (
+            {
+                "id": contact.id,
+                "name": contact.name,
+                "email": contact.email,
+                "active": contact.active,
+            }
+            if contact
+            else None
+        ),
+        "milestones": action.milestones,
+        "sequence": action.sequence,
+        "source_file": action.source_file,
+        "source_line": action.source_row,
+        "progress_notes": [
+            {"at": n.at.isoformat(), "note": n.note, "author": n.author, "status": n.status}
+            for n in notes
+        ],
+        "history": [
+            {"at": e.at.isoformat(), "actor": e.actor, "sentence": e.sentence, "kind": e.kind}
+            for e in history.for_action(session, action.id, tz=tz)
+        ],
+    }
+
+
+def _print_action(shown: dict[str, Any], tz: ZoneInfo) -> None:
+    contact = shown["owner_contact"]
+    source = shown["source_file"] or ""
+    if shown["source_line"] is not None:
+        source += f" line {shown['source_line']}"
+    rec = shown["recommendation"]
+    due = f"{shown['due_date']} ({shown['due_basis']})" if shown["due_date"] else "none"
+    fields = [
+        ("action", str(shown["id"])),
+        ("review", shown["review"]),
+        ("recommendation", f"{rec}: {shown['recommendation_text'] or '-'}" if rec else ""),
+        ("ref", shown["ref"]),
+        ("text", shown["text"]),
+        ("lead agency", shown["lead_agency"]),
+        ("owner", shown["owner"]),
+        ("owner contact", _contact_line(contact)),
+        ("scope", shown["scope"]),
+        ("milestones", shown["milestones"]),
+        ("target", shown["target_text"]),
+        ("due", due),
+        ("status", shown["status"] + (", OVERDUE" if shown["overdue"] else "")),
+        ("completed on", shown["completed_on"]),
+        ("outcome", shown["outcome"]),
+        ("needs review", "; ".join(shown["review_reasons"]) or _cell(shown["needs_review"])),
+        ("sequence", str(shown["sequence"])),
+        ("source", source.strip()),
+    ]
+    for label, value in fields:
+        lines = (_cell(value) or "-").splitlines() or ["-"]
+        click.echo(f"{label + ':':<16}{lines[0]}")
+        for line in lines[1:]:
+            click.echo(f"{'':<16}{line}")
+    _print_dated("Progress notes (newest first)", shown["progress_notes"], "author", "note", tz)
+    _print_dated("History", shown["history"], "actor", "sentence", tz)
+
+
+def _contact_line(contact: dict[str, Any] | None) -> str:
+    if contact is None:
+        return ""
+    gone = "" if contact["active"] else " (deactivated)"
+    return f"{contact['name']} <{contact['email']}>, contact {contact['id']}{gone}"
+
+
+def _print_dated(
+    title: str, entries: list[dict[str, Any]], who: str, what: str, tz: ZoneInfo
+) -> None:
+    click.echo(f"\n{title}:")
+    if not entries:
+        click.echo("  none")
+    for entry in entries:
+        at = dt.datetime.fromisoformat(entry["at"]).astimezone(tz)
+        text = " ".join(entry[what].split())
+        click.echo(f"  {at:%Y-%m-%d %H:%M}  {entry[who]}: {text}")
 
 
 @actions_group.command("update")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 
 from dhr_workflow import db
 from dhr_workflow.models import AuditEvent, Contact
-from tests.conftest import CliFn
+from tests.conftest import NOW, CliFn
 
 
 def _error_line(result: Any) -> str:
@@ -247,6 +248,9 @@ JSON_KEYS = [
     "outcome",
     "needs_review",
     "review_reasons",
+    "recommendation_text",
+    "progress",
+    "overdue",
 ]
 
 
@@ -274,6 +278,9 @@ def test_actions_list_json_has_exactly_the_documented_keys(
         "outcome": None,
         "needs_review": False,
         "review_reasons": [],
+        "recommendation_text": "Review training",
+        "progress": None,
+        "overdue": True,  # open, and due on 31 December 2023
     }
 
 
@@ -296,9 +303,144 @@ def test_actions_list_filters(cli: CliFn, sample_review: Callable[..., Any]) -> 
     assert "Action training" in cli("actions", "list").stdout
 
 
+def _listed(cli: CliFn) -> dict[int, dict[str, Any]]:
+    result = cli("actions", "list", "--json")
+    assert result.exit_code == 0, result.stderr
+    return {r["id"]: r for r in json.loads(result.stdout)}
+
+
+def test_actions_list_marks_overdue_actions(cli: CliFn, sample_review: Callable[..., Any]) -> None:
+    """Overdue: not closed and due before today (the tests' data is in the past)."""
+    ids = sample_review("WCA")
+    later = ["--due", "2999-12-31", "--reason", "moved"]
+    assert cli("actions", "update", str(ids["dip"]), *later).exit_code == 0
+    rows = _listed(cli)
+    assert {k: rows[ids[k]]["overdue"] for k in ids} == {
+        "training": True, "dip": False, "probation": False,
+    }  # fmt: skip
+    blocked = cli("actions", "update", str(ids["training"]), "--status", "blocked")
+    assert blocked.exit_code == 0 and _listed(cli)[ids["training"]]["overdue"]
+    lines = {line.split()[1]: line for line in cli("actions", "list").stdout.splitlines()[3:-1]}
+    assert "blocked, overdue" in lines[str(ids["training"])]  # plain text when piped
+    assert "overdue" not in lines[str(ids["dip"])]
+    assert "\x1b[" not in cli("actions", "list").stdout
+    done = cli("actions", "update", str(ids["training"]), "--status", "completed")
+    assert done.exit_code == 0 and not _listed(cli)[ids["training"]]["overdue"]
+
+
+def test_actions_list_shows_the_latest_progress_note(
+    cli: CliFn, sample_review: Callable[..., Any]
+) -> None:
+    ids = sample_review("WCA")
+    for aid, note in [("training", "Draft ready"), ("dip", "Sampling began"),
+                      ("training", "Board agreed [v2]")]:  # fmt: skip
+        assert cli("actions", "update", str(ids[aid]), "--note", note).exit_code == 0
+    rows = _listed(cli)
+    latest = rows[ids["training"]]["progress"]
+    assert (latest["note"], latest["author"]) == ("Board agreed [v2]", "test")
+    assert dt.datetime.fromisoformat(latest["at"]).tzinfo is not None
+    assert rows[ids["dip"]]["progress"]["note"] == "Sampling began"
+    assert rows[ids["probation"]]["progress"] is None
+    assert "Board agreed" not in cli("actions", "list").stdout  # the table keeps to the action
+
+
+def test_actions_list_queries_do_not_grow_with_actions(
+    cli: CliFn, sample_review: Callable[..., Any], store: db.Store
+) -> None:
+    """Two queries for the list and its notes, however many actions (not one per action)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from dhr_workflow import actions
+
+    def statements() -> int:
+        seen: list[str] = []
+
+        def count(*args: Any) -> None:
+            seen.append(args[2])
+
+        event.listen(Engine, "before_cursor_execute", count)
+        try:
+            assert cli("actions", "list", "--json").exit_code == 0
+        finally:
+            event.remove(Engine, "before_cursor_execute", count)
+        return len(seen)
+
+    sample_review("WCA")
+    few = statements()
+    with store.transaction() as s:
+        for n in range(40):
+            a = actions.create(
+                s, "WCA", now=NOW, actor="test", recommendation=f"x{n}", text="x",
+                lead_agency=f"Agency {n}",
+            )  # fmt: skip
+            actions.update(
+                s, a.id, actions.ActionChange(note=f"note {n}"), today=NOW.date(), now=NOW,
+                actor="test",
+            )  # fmt: skip
+    assert statements() == few
+    assert len(_listed(cli)) == 43
+
+
+def test_actions_show(cli: CliFn, sample_review: Callable[..., Any], tmp_path: Path) -> None:
+    ids = sample_review("WCA")
+    aid = str(ids["training"])
+    assert cli("contacts", "import", str(_write(tmp_path, GOOD_CSV))).exit_code == 0
+    assert (
+        cli("actions", "update", aid, "--owner-email", "sam.lead@westminster.gov.uk").exit_code == 0
+    )
+    assert cli("actions", "update", aid, "--note", "Draft\nready").exit_code == 0
+    assert cli("actions", "update", aid, "--note", "Board agreed").exit_code == 0
+    shown = json.loads(cli("actions", "show", aid, "--json").stdout)
+    assert list(shown) == [
+        *JSON_KEYS, "owner_contact", "milestones", "sequence", "source_file", "source_line",
+        "progress_notes", "history",
+    ]  # fmt: skip
+    listed = _listed(cli)[int(aid)]
+    assert {k: shown[k] for k in JSON_KEYS} == listed
+    assert shown["owner_contact"] == {
+        "id": 1, "name": "Sam Lead", "email": "sam.lead@westminster.gov.uk", "active": True,
+    }  # fmt: skip
+    assert (shown["sequence"], shown["milestones"], shown["source_line"]) == (0, None, None)
+    assert [n["note"] for n in shown["progress_notes"]] == ["Board agreed", "Draft\nready"]
+    assert shown["progress"]["note"] == "Board agreed"
+    assert [h["kind"] for h in shown["history"]] == [
+        "action.create", "action.assign", "action.note", "action.note",
+    ]  # fmt: skip
+    assert all(h["actor"] and h["sentence"] and h["at"] for h in shown["history"])
+    text = cli("actions", "show", aid)
+    assert text.exit_code == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert f"action:         {aid}" in lines
+    assert "recommendation: 1: Review training" in lines
+    assert "status:         open, OVERDUE" in lines
+    assert "due:            2023-12-31 (month_end)" in lines
+    assert "owner contact:  Sam Lead <sam.lead@westminster.gov.uk>, contact 1" in lines
+    notes = lines.index("Progress notes (newest first):")
+    assert lines[notes + 1].endswith("  test: Board agreed")
+    assert lines[notes + 2].endswith("  test: Draft ready")  # one line per note
+    assert lines[lines.index("History:") + 1].endswith(shown["history"][0]["sentence"])
+
+
+def test_actions_show_of_an_action_with_nothing_more(
+    cli: CliFn, sample_review: Callable[..., Any]
+) -> None:
+    ids = sample_review("WCA")
+    shown = json.loads(cli("actions", "show", str(ids["probation"]), "--json").stdout)
+    assert (shown["progress"], shown["progress_notes"], shown["owner_contact"]) == (None, [], None)
+    assert shown["overdue"] is False
+    text = cli("actions", "show", str(ids["probation"])).stdout
+    assert "Progress notes (newest first):\n  none" in text
+    assert "due:            none" in text
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["actions", "show", "999"], "no action with id 999"),
+        (["actions", "show", "999", "--json"], "no action with id 999"),
+        (["actions", "show", "abc"], "'abc' is not a valid integer"),
+        (["actions", "show", "0"], "is not in the range 1<=x<=2147483647"),
         (["actions", "list", "--review", "NOPE"], "no review with ref 'NOPE'"),
         (["actions", "list", "--status", "done"], "'done' is not one of"),
         (["actions", "list", "--agency", "Nobody"], "no agency called 'Nobody'"),
