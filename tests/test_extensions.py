@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from dhr_workflow import actions, contacts, extensions
+from dhr_workflow import actions, contacts, extensions, reviews
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.models import (
     Action,
@@ -276,3 +276,43 @@ def test_pending_follows_the_scope(site: Site) -> None:
     with site.store.reading() as s:
         for scope, expected in scopes:
             assert [r.action_id for r in extensions.pending(s, scope)] == expected
+
+
+def test_a_reviews_own_coordinator_is_asked_and_decides_for_that_review_only(
+    site: Site,
+) -> None:
+    col = "col@csp.example.org"
+    with site.store.transaction() as s:
+        reviews.add(s, "R2", "Case two", now=START, actor="test")
+        other = actions.create(
+            s, "R2", now=START, actor="test", recommendation="1", lead_agency="Police",
+            text="Audit the second case files", due_date=dt.date(2024, 3, 20), due_basis="fixed",
+        )  # fmt: skip
+        contacts.add(
+            s, contacts.ContactInput("Col Coordinator", col, "coordinator", review="R2"),
+            now=START, actor="test",
+        )  # fmt: skip
+    site.ids["other"] = other.id
+    ask(site)  # R1: the partnership's coordinator
+    sent = ask(site, "other")
+    assert "Col Coordinator, at col@csp.example.org" in main_text(sent.text)
+    assert sorted(n.to_addrs[0] for n in outbox(site, "extension_request")) == [CAT, col]
+    coordinator = signed_in(site, col)
+    waiting = main_text(coordinator.get("/").text)
+    assert "Audit the second case files" in waiting and "Train response officers" not in waiting
+    with site.store.reading() as s:
+        mine, theirs = (
+            extensions.pending_for(s, other.id),
+            extensions.pending_for(s, police(site).id),
+        )
+    assert mine is not None and theirs is not None
+    for action_id, req, status in ((police(site).id, theirs, 404), (other.id, mine, 303)):
+        decided = coordinator.post(
+            f"/actions/{action_id}",
+            data={"csrf_token": session_csrf(coordinator), "form": "extension",
+                  "request": str(req.id), "decision": "approve"},
+        )  # fmt: skip
+        assert decided.status_code == status
+    [told] = outbox(site, "extension_decision")
+    assert (told.to_addrs, told.reply_to) == ([LEE], col)
+    assert police(site).due_date == dt.date(2024, 2, 13)
