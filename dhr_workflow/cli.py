@@ -440,6 +440,7 @@ def tick(
         templates,
         settings.partnership,
         settings.mail_from,
+        settings.public_base_url,
     )
     store = app.store()
     with store.reading() if dry_run else store.transaction() as s:
