@@ -195,6 +195,8 @@ def load_rules(rules_dir: Path, templates_dir: Path, tz: ZoneInfo) -> tuple[Rule
                 ) from None
     templates.check({FAILURE_TEMPLATE}, "failure")
     templates.check({CALENDAR_TEMPLATE}, "action")
+    # Sent by the web app when someone asks for more time and when it is decided.
+    templates.check({"extension_request", "extension_decision"}, "extension")
     return ruleset, templates
 
 

@@ -189,7 +189,26 @@ class _Reader:
             return [_reimported(data, self._day)]
         if ev.kind == "action.due_recompute":
             return _recomputed(data, self._day)
+        if ev.kind.startswith("extension.") or ev.kind == "links.revoke":
+            return [self._other(ev.kind, data, by)]
         return _Changes(data, by, self._day, self.people).sentences()
+
+    def _other(self, kind: str, data: dict[str, Any], by: str) -> str:
+        """Extension requests and their decisions, and revoked message links."""
+        proposed = self._day(data.get("proposed_due"))
+        note = f": {data['note']}" if data.get("note") else ""
+        if kind == "extension.request":
+            return f"{by} asked for more time, until {proposed}: {data.get('reason', '')}".rstrip(
+                ": "
+            )
+        if kind == "extension.approve":
+            asker = self.people.actor(str(data.get("requested_by", "")))
+            return f"More time until {proposed} agreed by {by} (asked by {asker}){note}"
+        if kind == "extension.decline":
+            asker = self.people.actor(str(data.get("requested_by", "")))
+            return f"More time until {proposed} declined by {by} (asked by {asker}){note}"
+        count = len(data.get("links") or [])
+        return f"{count} message link{'s' if count != 1 else ''} revoked by {by}"
 
     def _created(self, ev: AuditEvent, data: dict[str, Any], by: str) -> str:
         file, line = data.get("file"), data.get("line")

@@ -316,3 +316,13 @@ def test_a_reviews_own_coordinator_is_asked_and_decides_for_that_review_only(
     [told] = outbox(site, "extension_decision")
     assert (told.to_addrs, told.reply_to) == ([LEE], col)
     assert police(site).due_date == dt.date(2024, 2, 13)
+
+
+def test_the_history_tells_the_request_and_the_decision(site: Site) -> None:
+    ask(site)
+    cat = signed_in(site, CAT)
+    assert decide(cat, site, "approve", note="agreed at board").status_code == 303
+    page = main_text(cat.get(f"/actions/{site.ids['police']}").text)
+    assert "Lee Lead asked for more time, until 30 Apr 2024: Training budget in April" in page
+    assert "More time until 30 Apr 2024 agreed by Cat Coordinator (asked by Lee Lead)" in page
+    assert "Due date moved from" in page
