@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -954,12 +954,12 @@ def actions_list(
         [
             [
                 str(r["id"]),
-                escape(r["review"]),
-                escape(r["recommendation"] or ""),
-                escape(r["lead_agency"] or ""),
+                r["review"],
+                r["recommendation"] or "",
+                r["lead_agency"] or "",
                 r["due_date"] or ("review!" if r["needs_review"] else "-"),
-                r["status"] + (", [bold red]overdue[/]" if r["overdue"] else ""),
-                escape(_short(r["text"])),
+                Text(r["status"]) + (Text(", overdue", style="bold red") if r["overdue"] else ""),
+                _short(r["text"]),
             ]
             for r in rows
         ],
@@ -1172,10 +1172,11 @@ def _print_json(rows: Any) -> None:
     click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=audit.to_jsonable))
 
 
-def _table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+def _table(columns: Sequence[str], rows: Iterable[Sequence[str | Text]]) -> None:
+    """A table of plain text: "[draft]" in plan text is shown, not read as rich markup."""
     table = Table(*columns, show_lines=False)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # piped output: wide rows, not cells wrapped at 80 columns

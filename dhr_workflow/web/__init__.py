@@ -54,7 +54,7 @@ def create_app(
     web = app.Web(store, settings, clock=clock, transport=transport, rules=rules)
     routes = [
         *ops.routes(store, health, metrics),
-        *feeds.routes(store, settings),
+        *feeds.routes(store, settings, clock=clock),
         *auth.routes(web),
         *act.routes(web),
         *dashboard.routes(web),
