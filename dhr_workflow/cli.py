@@ -421,7 +421,10 @@ def rules_check(app: App, /, directory: Path | None) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--rule", "rule_ids", multiple=True, help="Only this rule (repeatable).")
+@click.option(
+    "--rule", "rule_ids", multiple=True,
+    help="Only this rule (repeatable; 'calendar' for the calendar follow-up).",
+)  # fmt: skip
 @pass_app
 def tick(
     app: App, /, at: dt.datetime | None, dry_run: bool, as_json: bool, rule_ids: tuple[str, ...]
@@ -429,7 +432,9 @@ def tick(
     """Evaluate every rule once: record firings and enqueue messages (sending comes later)."""
     settings = app.settings
     ruleset, templates = engine.load_rules(settings.rules_dir, settings.templates_dir, settings.tz)
-    unknown = sorted(set(rule_ids) - set(ruleset.ids))
+    # "calendar" is the built-in follow-up of calendar invitations (every 15 minutes in the
+    # daemon); naming it sends due updates now.
+    unknown = sorted(set(rule_ids) - set(ruleset.ids) - {engine.CALENDAR_RULE})
     if unknown:
         raise UserError(f"no rule with id {', '.join(unknown)} (see `dhr-workflow rules check`)")
     when = _localise(at, settings.tz) if at else app.now()

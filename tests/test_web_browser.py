@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,13 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
+from sqlalchemy import select
 
-from dhr_workflow import contacts, db
+from dhr_workflow import actions, contacts, db, reviews
 from dhr_workflow.importer import read_plan
 from dhr_workflow.importer.apply import apply_plan
+from dhr_workflow.models import Notification
+from dhr_workflow.targets import add_months
 from tests.browser import (
     axe_violations,
     browser_fixture,  # noqa: F401
@@ -312,3 +316,167 @@ def test_a_coordinator_corrects_the_store_and_everything_follows(
     visit.open("/contacts")
     assert "Page not found" in visit.text()
     assert len(visit.pages) >= 18
+
+
+# --- acting from a message (issue #12) ------------------------------------------------------
+
+ACT_PEOPLE = f"""agency,role,name,email
+,coordinator,Cat Coordinator,{CAT}
+,chair,Chris Chair,chris@csp.example.org
+Police,lead,Pat Police,pat@police.example.org
+Health,lead,Hana Health,hana@health.example.org
+Housing,lead,Hugo Housing,hugo@housing.example.org
+"""
+EVERY_MINUTE = "* * * * *"
+
+
+def _act_seed(url: str, tmp: Path, due: dt.date) -> dict[str, int]:
+    """Three actions due in a week, one per agency; the partnership report counts from a plan
+    agreed a month ago (its first report is five months away)."""
+    db.migrate(url)
+    store = db.Store(url)
+    people = tmp / "people.csv"
+    people.write_text(ACT_PEOPLE)
+    ids = {}
+    with store.transaction() as s:
+        reviews.add(
+            s, "R1", "Case one", now=NOW, actor="test",
+            plan_agreed_on=TODAY - dt.timedelta(days=30),
+        )  # fmt: skip
+        contacts.import_rows(
+            s, contacts.read_csv(people), now=NOW, actor="test", source="p",
+            allow_new_agencies=True,
+        )  # fmt: skip
+        for n, agency in enumerate(("Police", "Health", "Housing"), start=1):
+            ids[agency] = actions.create(
+                s, "R1", now=NOW, actor="test", recommendation=str(n), ref=str(n),
+                recommendation_text=f"Recommendation {n}", lead_agency=agency,
+                text=f"{agency} action", due_date=due, due_basis="fixed",
+            ).id  # fmt: skip
+    store.dispose()
+    return ids
+
+
+def _mail_to(smtp: Handler, address: str, subject_part: str) -> EmailMessage:
+    for received in reversed(smtp.received):
+        message = received.parsed()
+        if address in received.recipients and subject_part in str(message["Subject"]):
+            return message
+    raise AssertionError(f"no message to {address} about {subject_part!r}")
+
+
+def _link_in(message: EmailMessage, label: str) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    found = re.search(rf"{label}: (http\S+)", body.get_content())
+    assert found, f"no {label!r} link"
+    return found.group(1)
+
+
+@pytest.mark.slow
+def test_people_answer_their_reminders_and_the_coordinator_decides(
+    browser: WebDriver, tmp_path: Path, daemons: list[Daemon], shots: Path
+) -> None:
+    due = TODAY + dt.timedelta(days=7)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    ids = _act_seed(url, tmp_path, due)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shipped = (Path(__file__).parent.parent / "rules" / "default.yaml").read_text()
+    (rules / "default.yaml").write_text(shipped.replace('"0 8 * * 1-5"', f'"{EVERY_MINUTE}"'))
+    handler = Handler()
+    with SmtpServer(handler) as smtp_server:
+        env = environment(url, smtp_server.port, DHR_RULES_DIR=str(rules))
+        env["DHR_BASE_URL"] = f"http://127.0.0.1:{env['DHR_HTTP_PORT']}"
+        daemon = Daemon(env, tmp_path)
+        daemons.append(daemon)
+        daemon.wait_healthy()
+        # The catch-up tick: each owner (their agency's lead) is reminded a week ahead.
+        for lead in ("pat@police", "hana@health", "hugo@housing"):
+            wait_for(lambda lead=lead: any(f"{lead}.example.org" in m.recipients
+                     for m in handler.received), 30, f"the reminder to {lead}")  # fmt: skip
+        visit = Visit(browser, daemon.url(""), shots)
+
+        # 1. Pat asks for more time; Cat approves; Pat hears; the calendar and ladder follow.
+        reminder = _mail_to(handler, "pat@police.example.org", "Due in 7 days")
+        assert reminder["Reply-To"] == CAT
+        browser.get(_link_in(reminder, "Ask for more time"))
+        new_due = due + dt.timedelta(days=40)
+        fill_in(browser, {"proposed_due-day": str(new_due.day),
+                          "proposed_due-month": str(new_due.month),
+                          "proposed_due-year": str(new_due.year),
+                          "reason": "Training budget comes in next quarter"})  # fmt: skip
+        visit.submit()
+        assert "Cat Coordinator" in visit.text()
+        wait_for(lambda: any(CAT in m.recipients for m in handler.received), 30, "the request")
+        visit.sign_in(CAT, handler)
+        visit.open(f"/actions/{ids['Police']}")
+        assert "Training budget comes in next quarter" in visit.text()
+        button = browser.find_element(By.XPATH, "//button[@value='approve']")
+        submit_and_wait(browser, button)
+        assert "approved" in visit.text().lower()
+        wait_for(
+            lambda: any("pat@police.example.org" in m.recipients and "agreed" in
+                        str(m.parsed()["Subject"]).lower() for m in handler.received),
+            30, "the decision",
+        )  # fmt: skip
+        calendar = _cli(env, tmp_path, "tick", "--rule", "calendar")
+        assert calendar.returncode == 0, calendar.stderr
+        wait_for(lambda: any("Calendar update" in str(m.parsed()["Subject"]) and
+                             "pat@police.example.org" in m.recipients
+                             for m in handler.received), 30, "the calendar update")  # fmt: skip
+        update = _mail_to(handler, "pat@police.example.org", "Calendar update")
+        [part] = [p for p in update.walk() if p.get_content_type() == "text/calendar"]
+        event = icalendar.Calendar.from_ical(part.get_payload(decode=True)).walk("VEVENT")[0]
+        [first] = [p for p in reminder.walk() if p.get_content_type() == "text/calendar"]
+        invited = icalendar.Calendar.from_ical(first.get_payload(decode=True)).walk("VEVENT")[0]
+        assert event.decoded("DTSTART") == new_due
+        assert int(event["SEQUENCE"]) == int(invited["SEQUENCE"]) + 1
+        week_before = dt.datetime.combine(new_due - dt.timedelta(days=7), dt.time(9)).isoformat()
+        ladder = json.loads(
+            _cli(env, tmp_path, "tick", "--dry-run", "--json", "--at", week_before).stdout
+        )
+        assert any(ids["Police"] in m["actions"] and m["template"] == "due_soon"
+                   for m in ladder["messages"])  # fmt: skip
+
+        # 2. Hana marks hers done: no later reminder about it.
+        browser.delete_all_cookies()
+        done = _link_in(
+            _mail_to(handler, "hana@health.example.org", "Due in 7 days"), "Mark as done"
+        )
+        browser.get(done)
+        fill_in(browser, {"outcome": "Training delivered to all response officers"})
+        visit.submit()
+        browser.get(done)  # a second click shows what was recorded
+        assert "Training delivered to all response officers" in visit.text()
+        overdue = dt.datetime.combine(due + dt.timedelta(days=2), dt.time(9)).isoformat()
+        later = json.loads(
+            _cli(env, tmp_path, "tick", "--dry-run", "--json", "--at", overdue).stdout
+        )
+        about = [m for m in later["messages"] if ids["Health"] in m["actions"]]
+        # only the calendar's cancellation of the invitation, no reminder
+        assert [m["rule"] for m in about] == ["calendar"]
+
+        # 3. Hugo reports progress: the next partnership report carries it.
+        progress = _link_in(
+            _mail_to(handler, "hugo@housing.example.org", "Due in 7 days"), "Report progress"
+        )
+        browser.get(progress)
+        fill_in(browser, {"note": "Housing officers briefed; policy draft with legal"})
+        visit.submit()
+        next_report = dt.datetime.combine(add_months(TODAY - dt.timedelta(days=30), 6), dt.time(9))
+        ticked = _cli(env, tmp_path, "tick", "--rule", "six-monthly-report",
+                      "--at", (next_report + dt.timedelta(days=2)).isoformat())  # fmt: skip
+        assert ticked.returncode == 0, ticked.stderr
+        store = db.Store(url)
+        with store.reading() as s:
+            bodies = list(
+                s.scalars(
+                    select(Notification.text_body).where(
+                        Notification.template == "partnership_report"
+                    )
+                )
+            )
+        store.dispose()
+        assert bodies
+        assert all("Housing officers briefed; policy draft with legal" in b for b in bodies)
