@@ -268,8 +268,9 @@ def record_outcomes(
             note = held.get(note_id)
             if note is not None and _worth_telling(note, outcome):
                 tell_coordinator(
-                    session, note, templates, now=now, actor=actor, problem=outcome[1] or ""
-                )
+                    session, note, templates, now=now, actor=actor, problem=outcome[1] or "",
+                    partnership=settings.partnership, web=settings.public_base_url,
+                )  # fmt: skip
     return done
 
 
@@ -387,22 +388,23 @@ def tell_coordinator(
     now: dt.datetime,
     actor: str,
     problem: str,
+    partnership: str | None = None,
+    web: str | None = None,
 ) -> Notification | None:
     """One delivery_failure notice to the partnership's coordinators (never about a notice)."""
     if note.template == FAILURE_TEMPLATE:
         return None
-    to = sorted(
-        {
-            c.email
-            for c in session.scalars(
-                select(Contact).where(
-                    Contact.role == ContactRole.COORDINATOR.value,
-                    Contact.agency_id.is_(None),
-                    Contact.active,
-                )
+    names = {
+        c.email: c.name
+        for c in session.scalars(
+            select(Contact).where(
+                Contact.role == ContactRole.COORDINATOR.value,
+                Contact.agency_id.is_(None),
+                Contact.active,
             )
-        }
-    )
+        )
+    }
+    to = sorted(names)
     if not to:
         audit.record(
             session,
@@ -425,8 +427,11 @@ def tell_coordinator(
             "created_at": note.created_at,
         },
         "today": now.date(),
-        "partnership": None,
+        "partnership": partnership,
         "coordinator": None,
+        # one coordinator: greeted by name; several share one message
+        "recipient": {"name": names[to[0]], "email": to[0]} if len(to) == 1 else None,
+        "web": web,
         "more": 0,
     }
     return enqueue(

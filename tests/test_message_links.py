@@ -206,3 +206,20 @@ def test_no_act_links_without_a_web_address(store: db.Store, rules: Any, world: 
     with store.transaction() as s:
         engine.commit(s, engine.evaluate(s, ruleset, ctx), ctx, actor=ACTOR)
     assert all("/act/" not in _text(m) for _, m in _outbox(store))
+
+
+def test_a_progress_note_counts_as_an_update_for_the_stale_actions_rule(
+    store: db.Store, rules: Any, world: Any
+) -> None:
+    ids = world(a=("Police", D(2024, 12, 31), "open"), b=("Police", D(2024, 12, 31), "open"))
+    with store.transaction() as s:
+        actions.update(
+            s, ids["a"], actions.ActionChange(note="Working group met"),
+            today=D(2024, 3, 1), now=at(D(2024, 3, 1)), actor="lead@police.example.org",
+        )  # fmt: skip
+    ruleset, templates = rules
+    ctx = engine.Context(at(D(2024, 4, 22)), LONDON, "england", templates)  # a Monday
+    with store.reading() as s:
+        result = engine.evaluate(s, ruleset, ctx, only=["stale-actions"])
+    stale = {a for m in result.messages for a in m.action_ids}
+    assert stale == {ids["b"]}  # 90 days without an update; a's note was 52 days ago
