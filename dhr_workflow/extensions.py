@@ -262,6 +262,8 @@ def _tell_coordinators(
     # Replies go to the person asking: a coordinator's question reaches them.
     context = _context(session, req, mail, today=today)
     context["recipient"] = _person(found[0]) if len(found) == 1 else None
+    # They are the coordinator: the footer says so rather than sending them to themselves.
+    context["coordinator"] = context["recipient"]
     outbox.enqueue(
         session, mail.templates, REQUEST_TEMPLATE, context, to=[p.email for p in found],
         now=now, actor=req.requested_by, rule_id=RULE, reply_to=req.requested_by,

@@ -18,18 +18,20 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from dhr_workflow import actions, contacts, db, engine, messages, outbox
+from dhr_workflow import actions, contacts, db, engine, extensions, messages, outbox
 from dhr_workflow.config import Settings
 from dhr_workflow.importer.apply import apply_plan
 from dhr_workflow.importer.parse import parse_lines
 from dhr_workflow.importer.readers import read_source
 from dhr_workflow.models import Action, Notification
+from dhr_workflow.templates import Templates
 from dhr_workflow.transports import DeliveryError, MemoryTransport
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent
 LONDON = ZoneInfo("Europe/London")
 START = dt.datetime(2023, 6, 1, 9, tzinfo=LONDON)
+BASE = "https://dhr.westminster.example.org"  # the web app the messages link to
 CONTACTS = """agency,role,name,email,review
 Bi Borough VAWG Strategic Board,lead,Sam Lead,sam.lead@westminster.example.org,
 Bi Borough VAWG Strategic Board,manager,Mo Manager,mo.manager@westminster.example.org,
@@ -92,7 +94,7 @@ def main() -> None:
                 templates,
                 settings.partnership,
                 settings.mail_from,
-                "https://dhr.westminster.example.org",
+                BASE,
             )
             with store.transaction() as s:
                 engine.commit(s, engine.evaluate(s, ruleset, ctx), ctx, actor="example")
@@ -115,9 +117,29 @@ def main() -> None:
                 actor="example",
             )
         tick(dt.date(2023, 11, 28))
+        _extension(store, templates)
         _fail_one(store, settings, templates)
         _write_examples(store, settings)
         store.dispose()
+
+
+def _extension(store: db.Store, templates: Templates) -> None:
+    """Sam asks for more time through a message's link; Cat agrees."""
+    mail = extensions.Mail(templates, BASE, "Safer Westminster Partnership")
+    when = dt.datetime(2024, 1, 22, 9, tzinfo=LONDON)
+    with store.transaction() as s:
+        action = s.scalars(select(Action).where(Action.ref == "2")).one()
+        asked = extensions.request(
+            s, action_id=action.id, requested_by="sam.lead@westminster.example.org",
+            proposed_due=dt.date(2024, 3, 31), link_id=None, today=when.date(), now=when,
+            reason="The training review waits for the new e-learning module, due in March",
+            mail=mail,
+        )  # fmt: skip
+        extensions.decide(
+            s, asked.id, approve=True, note="Agreed at the VAWG board on 22 January",
+            decided_by="cat.coordinator@westminster.example.org", today=when.date(), now=when,
+            mail=mail,
+        )  # fmt: skip
 
 
 def _fail_one(store: db.Store, settings: Settings, templates: object) -> None:
