@@ -38,11 +38,6 @@ def local(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
 
 
 @pytest.fixture
-def rules() -> tuple[Any, Any]:
-    return engine.load_rules(ROOT / "rules", ROOT / "templates" / "email", LONDON)
-
-
-@pytest.fixture
 def ladder(rules: tuple[Any, Any]) -> tuple[Any, Any]:
     """The default deadline ladder alone."""
     ruleset, templates = rules
