@@ -17,7 +17,6 @@ from dhr_workflow.models import Action, Base, Contact
 from dhr_workflow.ruleset import RuleSet
 from tests.conftest import ACTOR, NOW
 
-ROOT = Path(__file__).resolve().parent.parent
 LONDON = ZoneInfo("Europe/London")
 D = dt.date
 START = dt.datetime(2024, 1, 15, 9, 30, tzinfo=LONDON)  # a Monday, after the 08:00 and 09:00 runs
