@@ -24,13 +24,13 @@ from typing import Any, TypeVarTuple
 from typing import cast as typing_cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, Select, String, Table, bindparam, cast, select, update
+from sqlalchemy import Row, Select, String, Table, bindparam, cast, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from dhr_workflow import audit, calendar, links
 from dhr_workflow.durations import latest_fire_time, parse_cron, slot_key
-from dhr_workflow.errors import InvalidInput
+from dhr_workflow.errors import InvalidInput, TimeWentBack
 from dhr_workflow.models import (
     CLOSED_STATUSES,
     Action,
@@ -43,6 +43,7 @@ from dhr_workflow.models import (
     Notification,
     Recommendation,
     Review,
+    TickMark,
 )
 from dhr_workflow.recipients import Directory, Subject
 from dhr_workflow.ruleset import FAMILY_SAFE, Every, Ladder, Notify, Rule, RuleSet, load_dir
@@ -136,6 +137,7 @@ class TickResult:
     gaps: list[Gap]
     hits: list[Hit]
     unsent: list[Hit]  # hits nobody could be told about (every recipient a gap)
+    rules: list[str] = field(default_factory=list)  # the rules evaluated (for tick marks)
 
     @property
     def superseded(self) -> int:
@@ -239,7 +241,8 @@ def evaluate(
         messages += _invitation_updates(session)
     if render:
         _render(session, messages, ctx, directory)
-    return TickResult(ctx.at, messages, gaps, hits, unsent)
+    evaluated = [i for i in ruleset.ids if only is None or i in only]
+    return TickResult(ctx.at, messages, gaps, hits, unsent, evaluated)
 
 
 CALENDAR_RULE = "calendar"  # built in: follows up earlier invitations
@@ -939,6 +942,7 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
     are rendered (those evaluate left unrendered), enqueued and audited RENDER_CHUNK at a
     time; the bodies commit rendered itself are let go once in the outbox (subject kept)."""
     now = ctx.at
+    _move_marks(session, result.rules, now)
     lost = _claim(session, _firing_rows(result.messages, now))
     directory = Directory(session)
     kept: list[Message] = []
@@ -971,6 +975,37 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
     audit.record_many(session, now=now, actor=actor, events=events)
     result.messages = kept
     return result
+
+
+def _move_marks(session: Session, rules: list[str], at: dt.datetime) -> None:
+    """Time only moves forward: refuse a tick earlier than the latest committed tick of any of
+    its rules (a clock set back, `tick --at` in the past), else move their marks to ``at``.
+
+    An earlier tick would find other periods than the later one did — a report's older
+    occurrence, an escalation's earlier repeat window — and send them again, with older
+    figures; superseded steps could come back. A dry run (no commit) may look at any time."""
+    if not rules:
+        return
+    found = session.execute(
+        select(TickMark.rule_id, TickMark.at).where(TickMark.rule_id.in_(rules))
+    ).all()
+    later = sorted((m.at, m.rule_id) for m in found if m.at > at)
+    if later:
+        mark, rule = later[-1]
+        raise TimeWentBack(
+            f"tick at {at.isoformat()} is earlier than the last committed tick of rule {rule} "
+            f"({mark.isoformat()}): time only moves forward, so nothing was sent; "
+            "use --dry-run to see what it would have sent"
+        )
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(TickMark).values([{"rule_id": r, "at": at} for r in rules])
+    # Two replicas ticking a moment apart: the mark keeps the later time, whoever commits last.
+    later_of = func.max if dialect is sqlite else func.greatest
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["rule_id"], set_={"at": later_of(TickMark.at, stmt.excluded.at)}
+        )
+    )
 
 
 def _firing_rows(messages: list[Message], now: dt.datetime) -> Iterator[dict[str, Any]]:

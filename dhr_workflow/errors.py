@@ -4,7 +4,8 @@
     ├── ConfigError           -- a setting is invalid (names the setting)
     ├── NotFound              -- a review, action, agency... does not exist
     ├── InvalidInput          -- a value or file is malformed (names the field, file or line)
-    └── SchemaOutOfDate       -- the database needs `dhr-workflow init`
+    ├── SchemaOutOfDate       -- the database needs `dhr-workflow init`
+    └── TimeWentBack          -- a tick earlier than one already committed
 
 Anything else reaching the CLI is a bug and is allowed to show a traceback.
 """
@@ -31,4 +32,8 @@ class InvalidInput(UserError):
 
 
 class SchemaOutOfDate(UserError):
+    pass
+
+
+class TimeWentBack(UserError):
     pass

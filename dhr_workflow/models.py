@@ -440,3 +440,13 @@ class ExtensionRequest(Base):
     decision_note: Mapped[str | None] = mapped_column(Text)
 
     action: Mapped[Action] = relationship()
+
+
+class TickMark(Base):
+    """The latest committed tick of a rule: a tick as of an earlier time commits nothing (a
+    clock set back, or `tick --at` in the past, must not send again what was superseded)."""
+
+    __tablename__ = "tick_mark"
+
+    rule_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    at: Mapped[dt.datetime] = _now_column()
