@@ -227,3 +227,88 @@ def _write_events(session: Session, writer: Any) -> int:
         )
         count += 1
     return count
+
+
+# --- anchors ---------------------------------------------------------------------------------
+#
+# The chain proves that no event was altered or removed *before* the head. Removing the newest
+# events, or rewriting the whole chain after dropping the triggers, leaves a chain that checks
+# out: only a copy of an earlier head kept outside the database can show it. An anchor is that
+# copy — (seq, hash, time) appended to a file on another path (DHR_AUDIT_ANCHOR_FILE), logged,
+# and printed in the chair's report. `audit verify --anchors FILE` fails when an anchored head
+# is no longer in the chain. It proves nothing about events after the newest anchor, nor about
+# an anchor file an attacker could also rewrite: keep it somewhere they cannot.
+
+
+@dataclass(frozen=True)
+class Anchor:
+    seq: int
+    hash: str
+    at: str  # ISO time it was taken
+    line: int = 0  # in the file it was read from
+
+
+def head(session: Session) -> Anchor | None:
+    """The chain's newest event, as an anchor (None while the log is empty)."""
+    row = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    return Anchor(row.seq, row.hash, "") if row else None
+
+
+def write_anchor(path: Path, anchor: Anchor) -> None:
+    """Append one anchor line to ``path`` (created owner-only), flushed to disk."""
+    line = json.dumps({"seq": anchor.seq, "hash": anchor.hash, "at": anchor.at}) + "\n"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot write the audit anchor ({exc.strerror})") from None
+
+
+def read_anchors(path: Path) -> list[Anchor]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read the anchors ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path}: not an anchor file (not UTF-8 text)") from None
+    anchors = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+            anchors.append(Anchor(int(item["seq"]), str(item["hash"]), str(item["at"]), n))
+        except (ValueError, KeyError, TypeError):
+            raise InvalidInput(
+                f'{path}:{n}: not an anchor line (expected {{"seq", "hash", "at"}})'
+            ) from None
+    return anchors
+
+
+def check_anchors(session: Session, anchors: Sequence[Anchor]) -> str | None:
+    """The first anchored head that is no longer in the chain, described; None if all are."""
+    if not anchors:
+        return None
+    seqs = sorted({a.seq for a in anchors})
+    found: dict[int, str] = {}
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
+        found |= dict(
+            session.execute(
+                select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq.in_(chunk))
+            ).all()
+        )
+    for a in sorted(anchors, key=lambda a: a.seq):
+        if found.get(a.seq) != a.hash:
+            what = "is gone" if a.seq not in found else "has another hash now"
+            return (
+                f"event #{a.seq} anchored at {a.at} (line {a.line}) {what}: events were "
+                "removed or the chain was rewritten"
+            )
+    return None

@@ -1140,18 +1140,52 @@ def audit_list(app: App, since: dt.date | None, as_json: bool) -> None:
 
 
 @audit_group.command("verify")
+@click.option(
+    "--anchors",
+    "anchor_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="An anchor file (see `audit anchor`): fail if any head it holds left the chain.",
+)
 @pass_app
-def audit_verify(app: App) -> None:
+def audit_verify(app: App, /, anchor_file: Path | None) -> None:
     """Check the hash chain; exit 1 at the first altered or missing event."""
+    anchors = audit.read_anchors(anchor_file) if anchor_file else []
     with app.store().reading() as s:
         result = audit.verify(s)
+        lost = audit.check_anchors(s, anchors) if result.ok else None
     if not result.ok:
         click.echo(
             f"audit log BROKEN: {result.problem} ({result.count} events verified before it)",
             err=True,
         )
         sys.exit(1)
-    click.echo(f"audit log intact: {result.count} events, head {result.head}")
+    if lost:
+        click.echo(f"audit log BROKEN: {lost}", err=True)
+        sys.exit(1)
+    checked = f"; {len(anchors)} anchor(s) found in it" if anchors else ""
+    click.echo(f"audit log intact: {result.count} events, head {result.head}{checked}")
+
+
+@audit_group.command("anchor")
+@click.option(
+    "--file",
+    "anchor_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to append it (default: DHR_AUDIT_ANCHOR_FILE).",
+)
+@pass_app
+def audit_anchor(app: App, /, anchor_file: Path | None) -> None:
+    """Append the log's head (sequence, hash) to an anchor file outside the database."""
+    path = anchor_file or app.settings.audit_anchor_file
+    if path is None:
+        raise UserError("no anchor file: pass --file FILE or set DHR_AUDIT_ANCHOR_FILE")
+    with app.store().reading() as s:
+        found = audit.head(s)
+    if found is None:
+        raise UserError("the audit log is empty: nothing to anchor yet")
+    anchor = audit.Anchor(found.seq, found.hash, app.now().isoformat())
+    audit.write_anchor(path, anchor)
+    click.echo(f"anchored event #{anchor.seq} ({anchor.hash}) in {path}")
 
 
 @audit_group.command("export")

@@ -99,6 +99,17 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     # Largest plan file the web app accepts for import.
     upload_limit_mb: float = Field(default=10.0, gt=0, le=200)
+    # An open port meets slow and hostile clients: at most this many HTTP connections at once
+    # (more get 503 and are closed at once, so the scheduler and the sender keep the file
+    # handles and database connections they need), and a client must send a request's headers
+    # within the read timeout (and never pause longer than it inside a body).
+    http_max_connections: int = Field(default=200, ge=1, le=100_000)
+    http_read_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    # An append-only file on another path (another disk, a mounted share) where the audit log's
+    # head is written (`audit anchor`, and daily by the daemon): evidence outside the database
+    # that no recent event was removed (`audit verify --anchors FILE`).
+    audit_anchor_file: Path | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -840,6 +840,9 @@ def review_contexts(
         by_review[row.review].append(action_context(row, ctx.today))
     earliest = min(_since(m, ctx.today) for m in messages)
     notes = _progress(session, ids, dt.datetime.combine(earliest, dt.time(), ctx.tz), ctx.at)
+    # The audit log's head in the chair's report: a copy kept outside the database (an anchor).
+    found = audit.head(session)
+    head = {"seq": found.seq, "hash": found.hash} if found else None
     summaries = {}
     for m in messages:
         review = reviews[m.hits[0].subject_id]
@@ -847,6 +850,7 @@ def review_contexts(
         since = _since(m, ctx.today)
         items = [n for n in notes.get(review.id, []) if n["at"].astimezone(ctx.tz).date() >= since]
         summary["progress_since"], summary["progress_since_count"] = items[:LISTED], len(items)
+        summary["audit_head"] = head
         summaries[id(m)] = summary
     return summaries
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import delete, func, select, text
 
-from dhr_workflow import audit, db
-from dhr_workflow.models import AuditEvent
-from tests.conftest import CliFn
+from dhr_workflow import audit, db, engine
+from dhr_workflow.models import AuditEvent, Notification
+from tests.conftest import LONDON, CliFn, D
 
 
 def _five_events(cli: CliFn) -> None:
@@ -152,3 +154,60 @@ def test_export_is_private(cli: CliFn, tmp_path: Path) -> None:
     out = tmp_path / "audit.csv"
     cli("audit", "export", "--csv", str(out))
     assert out.stat().st_mode & 0o077 == 0
+
+
+# --- anchors: the head kept outside the database ---------------------------------------------
+
+
+def test_an_anchor_shows_the_newest_events_were_removed(
+    cli: CliFn, unguarded: db.Store, tmp_path: Path
+) -> None:
+    anchors = tmp_path / "elsewhere" / "anchors.jsonl"
+    anchors.parent.mkdir()
+    for ref in ("R1", "R2"):
+        assert cli("reviews", "add", ref, "--title", "T").exit_code == 0
+    made = cli("audit", "anchor", "--file", str(anchors))
+    assert made.exit_code == 0, made.stderr
+    assert anchors.stat().st_mode & 0o777 == 0o600
+    assert cli("audit", "verify", "--anchors", str(anchors)).exit_code == 0
+    # Deleting the newest event leaves a chain that checks out on its own ...
+    with unguarded.transaction() as s:
+        newest = s.scalar(select(func.max(AuditEvent.seq)))
+        s.execute(delete(AuditEvent).where(AuditEvent.seq == newest))
+    assert cli("audit", "verify").exit_code == 0
+    # ... but not against the anchor.
+    caught = cli("audit", "verify", "--anchors", str(anchors))
+    assert caught.exit_code == 1
+    assert f"event #{newest} anchored at" in caught.stderr
+    assert "is gone" in caught.stderr
+
+
+def test_anchor_needs_a_file_and_reads_only_anchor_lines(cli: CliFn, tmp_path: Path) -> None:
+    assert cli("reviews", "add", "R1", "--title", "T").exit_code == 0
+    missing = cli("audit", "anchor")
+    assert missing.exit_code == 2
+    assert "pass --file FILE or set DHR_AUDIT_ANCHOR_FILE" in missing.stderr
+    configured = tmp_path / "a.jsonl"
+    assert cli("audit", "anchor", env={"DHR_AUDIT_ANCHOR_FILE": str(configured)}).exit_code == 0
+    assert configured.read_text().count("\n") == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"seq": 1, "hash": "x", "at": "now"}\nnot json\n')
+    refused = cli("audit", "verify", "--anchors", str(bad))
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith(f"error: {bad}:2: not an anchor line")
+
+
+def test_the_chairs_report_carries_the_head(store: db.Store, rules: Any, world: Any) -> None:
+    world(a=("Police", D(2024, 3, 31), "open"))
+    ruleset, templates = rules
+    ctx = engine.Context(dt.datetime(2023, 12, 1, 9, tzinfo=LONDON), LONDON, "england", templates)
+    with store.transaction() as s:
+        result = engine.commit(s, engine.evaluate(s, ruleset, ctx), ctx, actor="daemon")
+    with store.reading() as s:
+        report = s.scalars(
+            select(Notification).where(Notification.template == "partnership_report")
+        ).first()
+        seqs = set(s.scalars(select(AuditEvent.seq)))
+    assert result.messages and report is not None
+    seq = int(report.text_body.split("Audit log at this report: event #", 1)[1].split(",", 1)[0])
+    assert seq in seqs
