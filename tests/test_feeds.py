@@ -248,15 +248,26 @@ def test_owner_feed_matches_any_case(store: db.Store, client: Any, tmp_path: Any
 
 
 def test_token_guessing_is_rate_limited(store: db.Store, client: Any) -> None:
+    """Misses are limited per address; a valid token is always served. Everyone behind one
+    council's NAT shares an address: one person's typos (or a guesser among them) must not
+    lock the others out of their calendars."""
     _plan(store)
     secret = _token(store)
+    with store.transaction() as s:
+        revoked = feeds.create(s, "all", None, "old", now=NOW, actor=ACTOR)
+        feeds.revoke(s, revoked.token.id, now=NOW, actor=ACTOR)
     http = client()
     codes = [http.get(f"/feeds/guess-{n}.ics").status_code for n in range(35)]
     assert codes[:30] == [404] * 30
     assert set(codes[31:]) == {429}
-    limited = http.get(f"/feeds/{secret}.ics")  # the guesser's address waits, even with a
-    assert limited.status_code == 429  # valid token: no timing or status oracle meanwhile
-    assert limited.headers["retry-after"] == "60"
+    served = http.get(f"/feeds/{secret}.ics")  # same address, valid token: served
+    assert served.status_code == 200, served.text
+    assert "BEGIN:VCALENDAR" in served.text
+    assert http.get(f"/feeds/{secret}.ics").status_code == 200  # and again
+    for miss in ("guess-again", revoked.secret, secret[:-1] + "x"):  # misses: still limited
+        limited = http.get(f"/feeds/{miss}.ics")
+        assert (limited.status_code, limited.text) == (429, "Too Many Requests")
+        assert limited.headers["retry-after"] == "60"
 
 
 def test_miss_limiter_forgets_after_the_window() -> None:

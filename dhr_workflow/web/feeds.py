@@ -30,13 +30,11 @@ def routes(
     now = clock or (lambda: dt.datetime.now(dt.UTC))
 
     async def feed(request: Request) -> Response:
+        # The token is looked up first and the limit applies to misses only: everyone behind
+        # one council's NAT shares an address, and one person's typos (or a guesser among
+        # them) must not lock the others out of valid feeds. A miss costs the same one
+        # indexed lookup whether the address is over its limit (429) or not (404).
         client = request.client.host if request.client else "?"
-        if misses.blocked(client, time.monotonic()):
-            return PlainTextResponse(
-                "Too Many Requests",
-                status_code=429,
-                headers={"Retry-After": str(int(misses.window))},
-            )
         secret = request.path_params["token"]
         include = request.query_params.get("include") == "completed"
         today = now().astimezone(settings.tz).date()
@@ -50,6 +48,12 @@ def routes(
             if tag is not None:  # only live tokens: a guess always costs the same
                 versions.put(key, tag, time.monotonic())
         if tag is None:
+            if misses.blocked(client, time.monotonic()):
+                return PlainTextResponse(
+                    "Too Many Requests",
+                    status_code=429,
+                    headers={"Retry-After": str(int(misses.window))},
+                )
             misses.record(client, time.monotonic())
             return PlainTextResponse("Not Found", status_code=404)  # no hint why
         headers = {"ETag": tag, "Cache-Control": "private, max-age=900"}

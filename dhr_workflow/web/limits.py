@@ -7,7 +7,9 @@ from collections import OrderedDict, deque
 
 class MissLimiter:
     """Slows down token guessing: a client with too many unknown-token requests in a window
-    gets 429 until the window passes. Bounded memory: the oldest clients are forgotten."""
+    gets 429 for its unknown tokens until the window passes. Check the token first and ask
+    :meth:`blocked` only on a miss: a valid token is always served, whoever shares the
+    address. Bounded memory: the oldest clients are forgotten."""
 
     def __init__(self, limit: int = 30, window: float = 60.0, clients: int = 10_000) -> None:
         self.limit, self.window, self.clients = limit, window, clients
