@@ -57,10 +57,13 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(default=30.0, gt=0)
-    # Outbox: temporary failures retry with exponential backoff (base * 2^attempt, +-20%)
-    # until max attempts, then the message is dead and the coordinator is told.
-    mail_max_attempts: int = Field(default=8, ge=1, le=50)
+    # Outbox: temporary failures retry with exponential backoff (base * 2^attempt, +-20%),
+    # never waiting longer than the cap, until the message has been tried for give-up hours;
+    # then it is dead and the coordinator is told. Max attempts, if set, also ends it sooner.
+    mail_max_attempts: int | None = Field(default=None, ge=1, le=10_000)
     mail_retry_seconds: float = Field(default=60.0, gt=0)
+    mail_retry_max_seconds: float = Field(default=900.0, gt=0, le=86_400)
+    mail_give_up_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     mail_batch_size: int = Field(default=50, ge=1, le=1000)
     # A claimed message not recorded within this time is claimed again (a crashed sender).
     mail_lease_seconds: float = Field(default=300.0, gt=0)

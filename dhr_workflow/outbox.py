@@ -10,6 +10,14 @@ of the unrecorded group are sent again (same Message-ID) — repeated once at wo
     pending --claim--> sending --sent--> sent
                           |--temporary failure--> pending (backoff) ... --> dead
                           '--permanent failure--> failed
+
+Retry policy (a reminder is worth little late, and nothing if never sent): temporary failures
+retry with exponential backoff from DHR_MAIL_RETRY_SECONDS, never waiting longer than
+DHR_MAIL_RETRY_MAX_SECONDS (so a message goes out within that of a server's return), until the
+message has been tried for DHR_MAIL_GIVE_UP_HOURS — counted from its first failure since it
+was enqueued or put back with `outbox retry` (read from the audit log, which holds every try)
+— then it is dead and the coordinator is told how long it was tried. DHR_MAIL_MAX_ATTEMPTS,
+if set, ends it sooner.
 """
 
 from __future__ import annotations
@@ -24,15 +32,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from dhr_workflow import audit, messages
 from dhr_workflow.config import Settings
 from dhr_workflow.db import Store
 from dhr_workflow.durations import parse_window
 from dhr_workflow.errors import InvalidInput, NotFound
-from dhr_workflow.models import Contact, ContactRole, Notification
+from dhr_workflow.models import AuditEvent, Contact, ContactRole, Notification
 from dhr_workflow.templates import Templates
 from dhr_workflow.transports import DeliveryError, Transport
 
@@ -95,10 +103,13 @@ def claim(
     return sorted(session.scalars(stmt).all())
 
 
-def backoff(attempts: int, base: float, rng: random.Random) -> dt.timedelta:
+def backoff(
+    attempts: int, base: float, rng: random.Random, cap: float = float("inf")
+) -> dt.timedelta:
     """Exponential with jitter (+-20%), so a recovering server is not hit by every replica
-    at the same instant."""
-    return dt.timedelta(seconds=base * (2 ** (attempts - 1)) * rng.uniform(0.8, 1.2))
+    at the same instant; never longer than ``cap`` (and spread over the 20% below it)."""
+    grown = base * 2 ** min(attempts - 1, 60) * rng.uniform(0.8, 1.2)
+    return dt.timedelta(seconds=min(grown, cap * rng.uniform(0.8, 1.0)))
 
 
 # Outcomes are written in small groups, one transaction each: a transaction and an audit
@@ -252,6 +263,7 @@ def record_outcomes(
     the rows this sender still holds, their new states, one audit event per outcome appended
     at once, then any failure notices. A row another sender took over is left to it."""
     held = _still_held(session, [note_id for note_id, _, _ in group], owner)
+    since = trying_since(session, [i for i, outcome, _ in group if outcome[0] != "sent"])
     done = BatchResult()
     events: list[tuple[str, str, dict[str, Any]]] = []
     for note_id, outcome, at in group:
@@ -259,19 +271,69 @@ def record_outcomes(
         if note is None:
             done.lost_lease.append(note_id)  # another sender took it over; it records
             continue
-        _apply(note, outcome, at, settings, rng, done)
+        _apply(note, outcome, at, since.setdefault(note_id, at), settings, rng, done)
         events.append(_event(note))
     session.flush()
     audit.record_many(session, now=now, actor=actor, events=events)
     if templates is not None:
-        for note_id, outcome, _ in group:
+        for note_id, outcome, at in group:
             note = held.get(note_id)
             if note is not None and _worth_telling(note, outcome):
+                tried = tried_for(note.attempts, at - since.get(note_id, at))
                 tell_coordinator(
                     session, note, templates, now=now, actor=actor, problem=outcome[1] or "",
                     partnership=settings.partnership, web=settings.public_base_url,
+                    tried=tried,
                 )  # fmt: skip
     return done
+
+
+def trying_since(session: Session, ids: list[int]) -> dict[int, dt.datetime]:
+    """When each message's current run of tries began: its first temporary failure on record
+    after it was enqueued or last put back with `outbox retry` (messages with none yet are
+    left out: their run begins with this attempt). One query for a group."""
+    if not ids:
+        return {}
+    subjects = {f"notification:{i}": i for i in ids}
+    retried = aliased(AuditEvent)
+    last_retry = (
+        select(func.max(retried.seq))
+        .where(retried.subject == AuditEvent.subject, retried.kind == "notification.retry")
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(AuditEvent.subject, func.min(AuditEvent.at))
+        .where(
+            AuditEvent.subject.in_(list(subjects)),
+            AuditEvent.kind == "notification.pending",
+            AuditEvent.seq > func.coalesce(last_retry, 0),
+        )
+        .group_by(AuditEvent.subject)
+    )
+    return {subjects[subject]: _utc(at) for subject, at in rows if at is not None}
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at
+
+
+def tried_for(attempts: int, spent: dt.timedelta) -> str:
+    """How long a message was tried, for the coordinator: "once", "5 times over 2 hours"."""
+    if attempts <= 1:
+        return "once"
+    minutes = int(spent.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours >= 48:
+        span = f"{hours // 24} days" + (f" {hours % 24} hours" if hours % 24 else "")
+    elif hours:
+        span = _plural(hours, "hour") + (f" {_plural(minutes, 'minute')}" if minutes else "")
+    else:
+        span = _plural(minutes, "minute") if minutes else "under a minute"
+    return f"{attempts} times over {span}"
+
+
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
 
 
 def _still_held(session: Session, ids: list[int], owner: str) -> dict[int, Notification]:
@@ -294,28 +356,36 @@ def _apply(
     note: Notification,
     outcome: Outcome,
     at: dt.datetime,
+    since: dt.datetime,
     settings: Settings,
     rng: random.Random,
     done: BatchResult,
 ) -> None:
-    """The row's next state after one attempt ended at ``at``."""
+    """The row's next state after one attempt ended at ``at`` (its run of tries began at
+    ``since``): a temporary failure waits for the next try, never past the give-up time,
+    and one at or after it is the last."""
     kind, error = outcome
     note.attempts += 1
     note.lease_owner, note.lease_until, note.last_error = None, None, error
     if error is not None and kind != "sent":
         done.errors.append(error)
+    give_up = since + dt.timedelta(hours=settings.mail_give_up_hours)
+    most = settings.mail_max_attempts
     if kind == "sent":
         note.state, note.sent_at = "sent", at
         done.sent.append(note.id)
     elif kind == "failed":
         note.state = "failed"
         done.failed.append(note.id)
-    elif note.attempts >= settings.mail_max_attempts:
+    elif at >= give_up or (most is not None and note.attempts >= most):
         note.state = "dead"
         done.dead.append(note.id)
     else:
         note.state = "pending"
-        note.next_attempt_at = at + backoff(note.attempts, settings.mail_retry_seconds, rng)
+        wait = backoff(
+            note.attempts, settings.mail_retry_seconds, rng, settings.mail_retry_max_seconds
+        )
+        note.next_attempt_at = min(at + wait, give_up)  # a last try when the time is up
         done.retried.append(note.id)
 
 
@@ -390,8 +460,10 @@ def tell_coordinator(
     problem: str,
     partnership: str | None = None,
     web: str | None = None,
+    tried: str | None = None,
 ) -> Notification | None:
-    """One delivery_failure notice to the partnership's coordinators (never about a notice)."""
+    """One delivery_failure notice to the partnership's coordinators (never about a notice);
+    ``tried`` says how long it was tried ("24 times over 6 hours"; default from attempts)."""
     if note.template == FAILURE_TEMPLATE:
         return None
     names = {
@@ -425,6 +497,7 @@ def tell_coordinator(
             "attempts": note.attempts,
             "error": problem,
             "created_at": note.created_at,
+            "tried_for": tried or tried_for(note.attempts, dt.timedelta(0)),
         },
         "today": now.date(),
         "partnership": partnership,

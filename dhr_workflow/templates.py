@@ -196,7 +196,7 @@ def sample_context(kind: str = "all") -> dict[str, Any]:
         "failure": {"failed": {"id": 7, "subject": "Overdue: DHR-1 action 1",
                                "to": ["a@example.org"], "cc": [], "state": "failed",
                                "attempts": 1, "error": "550 no such user",
-                               "created_at": today}},
+                               "created_at": today, "tried_for": "once"}},
         "extension": {
             "action": {"id": 1, "review": "DHR-1", "recommendation": "1", "ref": "1",
                        "text": "Review training", "lead_agency": "Police",

@@ -47,7 +47,7 @@ def settings_for(port: int = 1, **extra: Any) -> Settings:
     values: dict[str, Any] = {
         "mail_transport": "smtp", "smtp_host": "127.0.0.1", "smtp_port": port,
         "smtp_security": "none", "smtp_timeout": 5, "mail_batch_size": 100,
-        "mail_retry_seconds": 60,
+        "mail_retry_seconds": 60, "mail_max_attempts": 8,
     }  # fmt: skip
     return Settings(_env_file=None, **(values | extra))  # type: ignore[call-arg]
 
