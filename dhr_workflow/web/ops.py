@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dhr_workflow import db
 from dhr_workflow.db import Store
 from dhr_workflow.models import Notification
 
@@ -78,6 +79,19 @@ def _outbox_state(store: Store, now: dt.datetime) -> dict[str, Any]:
     return {"backlog": backlog, "oldest_pending_seconds": round(age, 1), "dead": dead}
 
 
+def _database_state(store: Store, body: dict[str, Any]) -> str:
+    """The database's health: "ok", or why the store cannot be used; adds the outbox figures
+    to ``body`` when it can read them. A SQLite file deleted, replaced or made read-only under
+    the daemon is unhealthy even though the connections it holds still answer (they reach the
+    old file)."""
+    state = store.file_state()
+    try:
+        body |= _outbox_state(store, dt.datetime.now(dt.UTC))
+    except Exception as exc:  # any database failure makes us unhealthy, with the reason
+        return db.FILE_PROBLEMS[state][0] if state else f"unreachable: {exc.__class__.__name__}"
+    return db.FILE_PROBLEMS[state][0] if state else "ok"
+
+
 def routes(store: Store, health: Health, metrics: Metrics) -> list[Route]:
     async def healthz(request: Request) -> Response:
         body: dict[str, Any] = {
@@ -86,11 +100,7 @@ def routes(store: Store, health: Health, metrics: Metrics) -> list[Route]:
             "job_errors": health.job_errors,
             "rules_loaded_at": health.rules_loaded_at,
         }
-        try:
-            body |= await asyncio.to_thread(_outbox_state, store, dt.datetime.now(dt.UTC))
-            body["database"] = "ok"
-        except Exception as exc:  # any database failure makes us unhealthy, with the reason
-            body["database"] = f"unreachable: {exc.__class__.__name__}"
+        body["database"] = await asyncio.to_thread(_database_state, store, body)
         healthy = body["database"] == "ok" and health.scheduler_running
         body["status"] = "ok" if healthy else "unhealthy"
         return JSONResponse(body, status_code=200 if healthy else 503)
