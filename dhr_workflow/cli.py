@@ -35,6 +35,7 @@ from dhr_workflow import (
     history,
     messages,
     outbox,
+    reports,
     reviews,
     signin,
 )
@@ -1202,6 +1203,54 @@ def audit_export(app: App, csv_path: Path) -> None:
     with app.store().reading() as s:
         count = audit.export_csv(s, csv_path)
     click.echo(f"wrote {count} events to {csv_path}")
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+@main.command("report")
+@click.option("--review", "review_ref", metavar="REF", help="One review.")
+@click.option("--all", "all_", is_flag=True, help="Every open review, with a cover summary.")
+@click.option("--as-of", "as_of", type=DATE, help="The report's date (default: today).")
+@click.option(
+    "--since", type=DATE, help="Start of the period reported on (default: 6 months before)."
+)
+@click.option(
+    "--format", "fmt", required=True, type=click.Choice(reports.FORMATS), help="File format."
+)
+@click.option(
+    "-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="File to write."
+)
+@click.option("--family", is_flag=True, help="The family-safe letter: counts only (pdf, html).")
+@pass_app
+def report(
+    app: App, /, review_ref: str | None, all_: bool, as_of: dt.date | None,
+    since: dt.date | None, fmt: str, out: Path, family: bool,
+) -> None:  # fmt: skip
+    """Write a progress report on action plans for the partnership board."""
+    if (review_ref is None) == (not all_):
+        raise UserError("give --review REF or --all (one of them)")
+    day = as_of or app.today()
+    req = reports.Request(
+        review_ref, day, since or reports.default_since(day), app.settings.tz, family=family
+    )
+    console = Console(stderr=True)
+    with (
+        Progress(console=console, disable=not console.is_terminal, transient=True) as bar,
+        app.store().reading() as s,
+    ):
+        task = bar.add_task("writing the report", total=None)
+        built = reports.write(
+            s, req, fmt, out, partnership=app.settings.partnership,
+            marking=app.settings.report_marking, progress=lambda n: bar.advance(task, n),
+            on_total=lambda n: bar.update(task, total=n),
+        )  # fmt: skip
+    with app.store().transaction() as s:
+        reports.record(s, req, fmt, now=app.now(), actor=app.actor)
+    click.echo(
+        f"wrote {out} ({fmt}): {built.reviews} review{'s' if built.reviews != 1 else ''}, "
+        f"{built.actions} action{'s' if built.actions != 1 else ''}"
+    )
 
 
 # --- output helpers --------------------------------------------------------------------------

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     # that no recent event was removed (`audit verify --anchors FILE`).
     audit_anchor_file: Path | None = None
 
+    # Reports (`dhr-workflow report`, "Download report"): the security marking printed at the
+    # top and bottom of every page ("" prints none), and the largest PDF attached to the
+    # scheduled partnership report (a larger one is not attached; the email says so).
+    report_marking: str = Field(default="OFFICIAL-SENSITIVE", max_length=100)
+    report_attach_mb: float = Field(default=5.0, ge=0, le=100)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("timezone")

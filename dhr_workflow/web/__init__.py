@@ -6,6 +6,7 @@ auth.py       sign-in by email link, sign-out
 act.py        /act/<token>: what a message's links open (progress, done, more time)
 dashboard.py, reviews.py, actions.py, directory.py, imports.py, upcoming.py
               one module of pages per area
+reports.py    /report: the board report as a download
 feeds.py      /feeds/<token>.ics
 ops.py        /healthz, /metrics
 """
@@ -33,6 +34,7 @@ from dhr_workflow.web import (
     feeds,
     imports,
     ops,
+    reports,
     reviews,
     upcoming,
 )
@@ -63,6 +65,7 @@ def create_app(
         *imports.routes(web),
         *directory.routes(web),
         *upcoming.routes(web),
+        *reports.routes(web),
     ]
     return app.create_app(web, routes, _session_key(store, settings, web.now()))
 
