@@ -305,8 +305,52 @@ class RuleSet:
 # --- loading with line numbers ---------------------------------------------------------------
 
 
+# Far beyond what a rule file needs: the shipped one nests 8 levels deep and holds 157 values.
+MAX_DEPTH = 50
+MAX_VALUES = 20_000  # counted with every alias expanded
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """YAML that parses but is refused for its size."""
+
+
 class _LineLoader(yaml.SafeLoader):
-    """Keeps the line of every mapping key and sequence item, for error messages."""
+    """A SafeLoader that refuses, while composing, nesting deeper than MAX_DEPTH (it would
+    exhaust the stack) and aliases that expand to more than MAX_VALUES values: a "billion
+    laughs" file of a few hundred bytes would otherwise take gigabytes once walked."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is not None:
+            self._count(node, mark)
+        return node
+
+    def _count(self, node: yaml.Node, mark: yaml.Mark) -> None:
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        size = 1 + sum(self._sizes.get(id(child), 1) for child in children)
+        if size > MAX_VALUES:
+            raise _Refused(
+                problem=f"its aliases expand to more than {MAX_VALUES} values "
+                "(an alias bomb?); a rule file needs far fewer",
+                problem_mark=mark,
+            )
+        self._sizes[id(node)] = size
 
 
 def _compose(text: str, name: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
@@ -317,6 +361,8 @@ def _compose(text: str, name: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if isinstance(exc, _Refused):
+            raise InvalidInput(f"{where}: refused: {problem}") from None
         raise InvalidInput(f"{where}: not valid YAML ({problem})") from None
     if node is None:
         return {}, lines

@@ -1,9 +1,10 @@
 """Email templates: three Jinja2 files per message (subject, text, HTML) in the templates dir.
 
-The environment is sandboxed (a deployment may supply its own templates), undefined names are
-errors (StrictUndefined), and HTML autoescapes everything, since plan text is user input.
-Every template is rendered against a sample at rule-check time, so a broken template is found
-then, not at 8 a.m. on a Monday.
+The environment is sandboxed with limits on work and memory (a deployment may supply its own
+templates; see :mod:`sandbox`), undefined names are errors (StrictUndefined), and HTML
+autoescapes everything, since plan text is user input. Every template is rendered against a
+sample at rule-check time, so a broken or runaway template is found then, not at 8 a.m. on a
+Monday.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
 
 from dhr_workflow.errors import InvalidInput
+from dhr_workflow.sandbox import BoundedEnvironment, budget, collect
 
 PARTS = ("subject.txt", "txt", "html")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
@@ -74,8 +75,9 @@ class Templates:
         self._html = self._env(directory, autoescape=True)
 
     @staticmethod
-    def _env(directory: Path, *, autoescape: bool) -> SandboxedEnvironment:
-        env = SandboxedEnvironment(
+    def _env(directory: Path, *, autoescape: bool) -> BoundedEnvironment:
+        return BoundedEnvironment(
+            {"longdate": longdate, "when": when, "steplabel": steplabel},
             loader=FileSystemLoader(str(directory)),
             undefined=StrictUndefined,
             autoescape=autoescape,
@@ -83,8 +85,6 @@ class Templates:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        env.filters.update(longdate=longdate, when=when, steplabel=steplabel)
-        return env
 
     def names(self) -> set[str]:
         """Templates with all three parts present."""
@@ -98,10 +98,12 @@ class Templates:
         }
 
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
+        """The three parts of a message, within the sandbox's limits for one message."""
         try:
-            subject = clean_header(self._text.get_template(f"{name}.subject.txt").render(context))
-            text = self._text.get_template(f"{name}.txt").render(context)
-            html = self._html.get_template(f"{name}.html").render({**context, "subject": subject})
+            with budget():
+                subject = clean_header(self._part(self._text, f"{name}.subject.txt", context))
+                text = self._part(self._text, f"{name}.txt", context)
+                html = self._part(self._html, f"{name}.html", {**context, "subject": subject})
         except TemplateSyntaxError as exc:
             raise InvalidInput(
                 f"{self.directory}/{exc.name or name}:{exc.lineno}: template error: {exc.message}"
@@ -116,7 +118,17 @@ class Templates:
             raise InvalidInput(
                 f"{self.directory}/{name}: template cannot be rendered: {exc}"
             ) from None
+        except (RecursionError, MemoryError):
+            # The last line of defence, should a template get past the sandbox's limits.
+            raise InvalidInput(
+                f"{self.directory}/{name}: template cannot be rendered: it recurses too deeply "
+                "or needs too much memory"
+            ) from None
         return Rendered(subject, _tidy(text), html)
+
+    @staticmethod
+    def _part(env: BoundedEnvironment, name: str, context: dict[str, Any]) -> str:
+        return collect(env.get_template(name).generate(context))
 
     def check(self, names: set[str], kind: str = "all") -> None:
         """Render each named template against a sample; raises on the first that fails."""
