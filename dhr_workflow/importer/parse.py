@@ -159,6 +159,9 @@ class _Parser:
         self.section_agency: str | None = None
         self.current: PlanRow | None = None
         self.furniture = self._repeated_headings()
+        # The actions of each (section, recommendation) so far: a row finds its siblings
+        # without a scan of every row before it (a large plan made that quadratic).
+        self.by_rec: dict[tuple[str, str], list[PlanRow]] = {}
 
     def _repeated_headings(self) -> set[str]:
         counts = Counter(
@@ -221,7 +224,8 @@ class _Parser:
 
     def _next_line(self, position: int) -> Line | None:
         """The next line that is not blank or page furniture."""
-        for line in self.lines[position + 1 :]:
+        for index in range(position + 1, len(self.lines)):  # no copy of the rest of the file
+            line = self.lines[index]
             if len(line.cells) == 1:
                 flat = " ".join(clean(line.cells[0]).split())
                 if not flat or self._is_furniture(flat):
@@ -314,7 +318,7 @@ class _Parser:
         return _fresh(holder) and _fresh(target)
 
     def _start(self, line: Line, ref: str, rec_text: str | None, cells: dict[str, str]) -> None:
-        same_rec = [r for r in self.plan.rows if r.section == self.section and r.rec_ref == ref]
+        same_rec = self.by_rec.setdefault((self.section, ref), [])
         row = PlanRow(
             line=line.number,
             section=self.section,
@@ -329,6 +333,7 @@ class _Parser:
             setattr(row, role, cells.get("action" if role == "text" else role, ""))
         self._agency_in_action_column(row)
         self.plan.rows.append(row)
+        same_rec.append(row)
         self.current = row
 
     def _agency_in_action_column(self, row: PlanRow) -> None:
@@ -346,9 +351,8 @@ class _Parser:
         if not more or cur is None:
             return
         merged = join(cur.rec_text, more)
-        for row in self.plan.rows:
-            if (row.section, row.rec_ref) == (cur.section, cur.rec_ref):
-                row.rec_text = merged
+        for row in self.by_rec[(cur.section, cur.rec_ref)]:
+            row.rec_text = merged
 
     def _continue(self, rec_text: str, cells: dict[str, str]) -> None:
         cur = self.current
