@@ -14,14 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from dhr_workflow import actions, agencies, audit, reviews
 from dhr_workflow.actions import AGENCY_REASON
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.importer.parse import ParsedPlan, PlanRow
-from dhr_workflow.models import Action, ActionStatus, Review
+from dhr_workflow.models import Action, ActionStatus, Agency, Recommendation, Review
 from dhr_workflow.targets import read_outcome, read_target
 
 CHANGED_AFTER_COMPLETION = "status: the plan's text for this completed action changed; check it"
@@ -30,6 +31,7 @@ CHANGED_AFTER_COMPLETION = "status: the plan's text for this completed action ch
 ACTION_PLAN_FIELDS = ("text", "owner_text", "milestones", "target_text", "outcome")
 PLAN_FIELDS = (*ACTION_PLAN_FIELDS, "lead_agency")
 DUE_FIELDS = ("due_date", "due_basis", "due_rule")
+AgencyKey = Callable[[str | None], str | None]
 
 
 @dataclass
@@ -127,6 +129,7 @@ def plan_changes(
     """Compare the plan with the store; writes nothing (this is also the dry run)."""
     anchors = {k: getattr(review, k) if review else None for k in reviews.ANCHORS}
     existing = _existing(session, review)
+    agency_key = _agency_keys(session)
     changes = []
     for row in plan.rows:
         values = desired(row, anchors, today)
@@ -134,7 +137,7 @@ def plan_changes(
         if action is None:
             changes.append(Change("create", row, values))
             continue
-        before, after, overrides = _differences(session, action, values)
+        before, after, overrides = _differences(agency_key, action, values)
         kind: Literal["update", "unchanged"] = "update" if after else "unchanged"
         changes.append(Change(kind, row, values, action.id, before, after, overrides))
     missing = sorted((a.id, a.ref) for a in existing.values())
@@ -153,17 +156,17 @@ def _existing(session: Session, review: Review | None) -> dict[str, Action]:
 
 
 def _differences(
-    session: Session, action: Action, values: dict[str, Any]
+    agency_key: AgencyKey, action: Action, values: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     now = _plan_view(action)
     want = {k: values[k] for k in PLAN_FIELDS}
-    if _agency_key(session, values["lead_agency"]) == _agency_key(session, now["lead_agency"]):
+    if agency_key(values["lead_agency"]) == agency_key(now["lead_agency"]):
         want["lead_agency"] = now["lead_agency"]  # another spelling of the same agency
     if want["target_text"] != now["target_text"]:
         want.update({k: values[k] for k in DUE_FIELDS})
     if values["status"] == ActionStatus.COMPLETED and action.status != ActionStatus.COMPLETED:
         want.update(status=values["status"], completed_on=values["completed_on"])
-    overtaken = _keep_corrections(session, action, values, want)
+    overtaken = _keep_corrections(agency_key, action, values, want)
     want["review_reasons"] = _reasons_after(action, values, due_moved="due_date" in want)
     settled = action.overrides.get("review_reasons", [])
     want["review_reasons"] = [r for r in want["review_reasons"] if r not in settled]
@@ -182,7 +185,7 @@ def _differences(
 
 
 def _keep_corrections(
-    session: Session, action: Action, values: dict[str, Any], want: dict[str, Any]
+    agency_key: AgencyKey, action: Action, values: dict[str, Any], want: dict[str, Any]
 ) -> set[str]:
     """A field a person corrected keeps the correction while the plan still says what it said
     then (``action.overrides`` holds that). A plan that now says something else wins, and the
@@ -193,7 +196,7 @@ def _keep_corrections(
         if key not in values:  # review_reasons: settled flags are handled by the caller
             continue
         same = (
-            _agency_key(session, values[key]) == _agency_key(session, plan_said)
+            agency_key(values[key]) == agency_key(plan_said)
             if key == "lead_agency"
             else audit.to_jsonable(values[key]) == plan_said
         )
@@ -219,11 +222,20 @@ def _plan_view(action: Action) -> dict[str, Any]:
     return view
 
 
-def _agency_key(session: Session, name: str | None) -> str | None:
-    if not name:
-        return None
-    found = agencies.find(session, name)
-    return f"id:{found.id}" if found else agencies.alias_key(name)
+def _agency_keys(session: Session) -> AgencyKey:
+    """Which agency a name means, as a comparable key; each name is looked up once per import
+    (a plan names a few agencies on thousands of rows, and nothing is written meanwhile)."""
+    known: dict[str, str] = {}
+
+    def key(name: str | None) -> str | None:
+        if not name:
+            return None
+        if name not in known:
+            found = agencies.find(session, name)
+            known[name] = f"id:{found.id}" if found else agencies.alias_key(name)
+        return known[name]
+
+    return key
 
 
 def _reasons_after(action: Action, values: dict[str, Any], *, due_moved: bool) -> list[str]:
@@ -271,13 +283,17 @@ def apply_plan(
     if dry_run:
         return report
     assert review is not None
+    writes = _Writes(session, review, source=source, now=now, actor=actor)
     for change in changes:
         try:
-            _write(session, review, change, source=source, now=now, actor=actor)
+            _write(writes, change)
         except InvalidInput as exc:  # e.g. an agency name too long: say which row
             raise InvalidInput(f"{source}:{change.row.line}: {exc}") from None
         if progress:
             progress(1)
+    writes.flush()
+    # New rows went in beside the ORM: lists loaded earlier in this session would miss them.
+    session.expire(review, ["actions", "recommendations"])
     audit.record(
         session,
         now=now,
@@ -296,84 +312,177 @@ def apply_plan(
     return report
 
 
-def _write(
-    session: Session, review: Review, change: Change, *, source: str, now: dt.datetime, actor: str
-) -> None:
-    row, values = change.row, change.values
-    if change.kind == "create":
-        fields = {k: v for k, v in values.items() if k != "lead_agency"}
-        action = actions.create(
-            session,
-            review.ref,
-            now=now,
-            actor=actor,
-            recommendation=row.rec_ref,
-            section=row.section,
-            recommendation_text=row.rec_text,
-            scope=row.scope or None,
-            lead_agency=values["lead_agency"],
-            ref=row.ref,
-            source_key=row.key,
-            source_file=source,
-            source_row=row.line,
-            **fields,
+@dataclass
+class _Event:
+    """An audit event whose subject is named by its id, known once the rows are flushed."""
+
+    kind: str
+    subject: Action | Recommendation
+    data: dict[str, Any]
+
+    def entry(self) -> tuple[str, str, dict[str, Any]]:
+        if self.kind == "action.create":
+            self.data["after"]["id"] = self.subject.id
+        prefix = "action" if isinstance(self.subject, Action) else "recommendation"
+        return self.kind, f"{prefix}:{self.subject.id}", self.data
+
+
+class _Writes:
+    """The writes of one import, a batch at a time. New recommendations and actions go in as
+    rows, BATCH at a time, each batch with one append to the audit chain; a row-by-row ORM
+    flush with an audit append (chain lock, head read) per row held the write lock for
+    minutes on a large plan. Recommendations and agencies are looked up once per import.
+    The store and the audit log end up exactly as row-by-row writes left them: the same rows,
+    ids and events in the same order."""
+
+    BATCH = 500
+
+    def __init__(
+        self, session: Session, review: Review, *, source: str, now: dt.datetime, actor: str
+    ) -> None:
+        self.session, self.review = session, review
+        self.source, self.now, self.actor = source, now, actor
+        self.events: list[_Event] = []
+        # Not in the session: inserted as rows by flush(), which gives them their ids.
+        self.new_recommendations: list[Recommendation] = []
+        self.new_actions: list[tuple[Change, Action]] = []
+        self.agencies: dict[str, Agency] = {}
+        self.recommendations = {
+            (r.section, r.ref): r
+            for r in session.scalars(
+                select(Recommendation).where(Recommendation.review_id == review.id)
+            )
+        }
+
+    def record(self, kind: str, subject: Action | Recommendation, data: dict[str, Any]) -> None:
+        self.events.append(_Event(kind, subject, data))
+        if len(self.events) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending rows, then their events (which name the rows' new ids)."""
+        self.session.flush()  # changes to actions and recommendations already stored
+        _insert(self.session, Recommendation, self.review.id, self.new_recommendations)
+        for _, action in self.new_actions:  # a recommendation inserted just now has its id
+            action.recommendation_id = action.recommendation.id if action.recommendation else None
+        _insert(self.session, Action, self.review.id, [a for _, a in self.new_actions])
+        for change, action in self.new_actions:
+            change.action_id = action.id
+        self.new_recommendations, self.new_actions = [], []
+        events, self.events = self.events, []
+        audit.record_many(
+            self.session, now=self.now, actor=self.actor, events=[e.entry() for e in events]
         )
-        change.action_id = action.id
+
+    def agency(self, name: str) -> Agency:
+        if name not in self.agencies:
+            self.flush()  # find_or_create may append agency.create: after the events before it
+            found = agencies.find_or_create(self.session, name, now=self.now, actor=self.actor)
+            self.agencies[name] = found
+        return self.agencies[name]
+
+    def recommendation(self, row: PlanRow) -> Recommendation:
+        """The row's recommendation, created (and audited) if the review has none by its ref."""
+        rec = self.recommendations.get((row.section, row.rec_ref))
+        if rec is None:
+            rec = Recommendation(
+                review_id=self.review.id, ref=row.rec_ref, section=row.section,
+                text=row.rec_text, scope=row.scope or None, created_at=self.now,
+            )  # fmt: skip
+            self.new_recommendations.append(rec)
+            self.recommendations[(row.section, row.rec_ref)] = rec
+            data = {"review_id": self.review.id, "section": row.section, "ref": row.rec_ref,
+                    "text": row.rec_text, "scope": row.scope or None}  # fmt: skip
+            self.record("recommendation.create", rec, data)
+        return rec
+
+
+# Each new row is found again by its natural key (unique within a review) to learn its id:
+# RETURNING cannot promise the rows' order on SQLite, and SQLAlchemy then inserts one by one.
+_NATURAL_KEYS: dict[type[Any], tuple[str, ...]] = {
+    Recommendation: ("section", "ref"),
+    Action: ("source_key",),
+}
+
+
+def _insert(session: Session, model: type[Any], review_id: int, new: list[Any]) -> None:
+    """Insert objects that are not in the session as rows (one executemany), and give each
+    the id the store gave its row."""
+    if not new:
+        return
+    columns = [c.key for c in model.__table__.columns if c.key != "id"]
+    # The table, not the entity: the ORM would split the rows into runs by which values are
+    # None and send each run apart. Every column is given, so the rows are stored as the ORM
+    # stores them (types and JSON through the same column types).
+    rows = [{c: getattr(obj, c) for c in columns} for obj in new]
+    before = session.scalar(select(func.max(model.id))) or 0  # new ids are all above it
+    session.execute(insert(model.__table__), rows)
+    names = _NATURAL_KEYS[model]
+    found = session.execute(
+        select(model.id, *(getattr(model, n) for n in names)).where(
+            model.id > before, model.review_id == review_id
+        )
+    )
+    ids = {tuple(key): row_id for row_id, *key in found}
+    for obj in new:
+        obj.id = ids[tuple(getattr(obj, n) for n in names)]
+
+
+def _write(writes: _Writes, change: Change) -> None:
+    if change.kind == "create":
+        _create(writes, change)
     elif change.kind == "update":
-        _update(session, change, source=source, now=now, actor=actor)
+        _update(writes, change)
     if change.overrides is not None:  # the plan has overtaken a correction
-        session.get_one(Action, change.action_id).overrides = change.overrides
-    _sync_recommendation(session, review, row, now=now, actor=actor)
+        writes.session.get_one(Action, change.action_id).overrides = change.overrides
+    _sync_recommendation(writes, change.row)
 
 
-def _update(session: Session, change: Change, *, source: str, now: dt.datetime, actor: str) -> None:
-    action = session.get_one(Action, change.action_id)
+def _create(writes: _Writes, change: Change) -> None:
+    """A new action, as ``actions.create`` makes one, audited with the same event."""
+    row, values = change.row, change.values
+    rec = writes.recommendation(row)
+    name = values["lead_agency"]
+    agency = writes.agency(name) if name else None
+    fields = {k: v for k, v in values.items() if k != "lead_agency"}
+    action = Action(
+        review_id=writes.review.id, lead_agency_id=agency.id if agency else None,
+        owner_contact_id=None, ref=row.ref, source_key=row.key, source_file=writes.source,
+        source_row=row.line, needs_review=bool(values["review_reasons"]), sequence=0,
+        overrides={}, created_at=writes.now, updated_at=writes.now, **fields,
+    )  # fmt: skip
+    # What actions.to_dict reads, set without the relationships' bookkeeping: this object
+    # stays out of the session and goes in as a row (see _Writes.flush).
+    for key, value in (("review", writes.review), ("recommendation", rec), ("lead_agency", agency)):
+        set_committed_value(action, key, value)
+    set_committed_value(action, "owner_contact", None)
+    writes.new_actions.append((change, action))
+    after = actions.to_dict(action)  # now: the recommendation's scope may change later
+    writes.record("action.create", action, {"review": writes.review.ref, "after": after})
+
+
+def _update(writes: _Writes, change: Change) -> None:
+    action = writes.session.get_one(Action, change.action_id)
     for key, value in change.after.items():
         if key == "lead_agency":
-            action.lead_agency = (
-                agencies.find_or_create(session, value, now=now, actor=actor) if value else None
-            )
+            action.lead_agency = writes.agency(value) if value else None
         else:
             setattr(action, key, value)
     action.needs_review = bool(action.review_reasons)
     if "due_date" in change.after or change.after.get("status") == ActionStatus.COMPLETED:
         action.sequence += 1  # calendars must see the move or the completion
-    action.source_file, action.source_row, action.updated_at = source, change.row.line, now
-    session.flush()
-    audit.record(
-        session,
-        now=now,
-        actor=actor,
-        kind="action.import_update",
-        subject=f"action:{action.id}",
-        data={"before": change.before, "after": change.after, "file": source},
-    )
+    action.source_file, action.source_row = writes.source, change.row.line
+    action.updated_at = writes.now
+    data = {"before": change.before, "after": change.after, "file": writes.source}
+    writes.record("action.import_update", action, data)
 
 
-def _sync_recommendation(
-    session: Session, review: Review, row: PlanRow, *, now: dt.datetime, actor: str
-) -> None:
+def _sync_recommendation(writes: _Writes, row: PlanRow) -> None:
     if row.index != 1:
         return
-    rec = actions.find_or_create_recommendation(
-        session,
-        review.id,
-        row.rec_ref,
-        section=row.section,
-        text=row.rec_text,
-        scope=row.scope or None,
-        now=now,
-        actor=actor,
-    )
+    rec = writes.recommendation(row)
     before: dict[str, str | None] = {"text": rec.text, "scope": rec.scope}
     after: dict[str, str | None] = {"text": row.rec_text, "scope": row.scope or None}
     if before != after:
         rec.text, rec.scope = row.rec_text, row.scope or None
-        audit.record(
-            session,
-            now=now,
-            actor=actor,
-            kind="recommendation.import_update",
-            subject=f"recommendation:{rec.id}",
-            data={"before": before, "after": after},
-        )
+        writes.record("recommendation.import_update", rec, {"before": before, "after": after})
