@@ -338,9 +338,18 @@ def import_plan(
             progress=advance,
         )
     if as_json:
-        _print_json({**report.to_json(), "dry_run": dry_run, "format": source.format})
+        _print_json(
+            {
+                **report.to_json(),
+                "dry_run": dry_run,
+                "format": source.format,
+                "warnings": list(source.warnings),
+            }
+        )
     else:
         _print_import(report, source.format, dry_run)
+        for warning in source.warnings:  # read as best it could be, but a person should look
+            click.echo(f"warning: {path.name}: {warning}")
 
 
 @contextmanager

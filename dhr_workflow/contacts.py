@@ -139,7 +139,26 @@ def _read_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")  # Excel writes a BOM
     except UnicodeDecodeError:
-        raise InvalidInput(f"{path}: not a UTF-8 text CSV file (save it as CSV UTF-8)") from None
+        pass
+    # Refused rather than guessed: names and addresses go into every message. The lines are
+    # named, because a file mixing encodings cannot be mended by saving it again.
+    bad = _not_utf8(data)
+    which = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if bad[10:] else "")
+    which = f"lines {which} are" if len(bad) > 1 else f"line {which} is"
+    raise InvalidInput(
+        f"{path}:{bad[0]}: not a UTF-8 text CSV file ({which} not UTF-8): save it as CSV UTF-8 "
+        "and check the accents and £ signs there"
+    ) from None
+
+
+def _not_utf8(data: bytes) -> list[int]:
+    bad = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(number)
+    return bad or [1]
 
 
 def _row(line: int, cells: dict[str, str]) -> ContactRow:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -248,3 +248,85 @@ def test_sandbox_still_renders_what_templates_do() -> None:
         assert render("{{ 'a' ~ b }}", b="<b>") == "a&lt;b&gt;"
         assert render("{{ (xs * 2)|length }} {{ 2 ** 10 }}", xs=[1]) == "2 1024"
         assert render("{{ x|attr('missing') is defined }}", x=1) == "False"
+
+
+# --- spreadsheets ------------------------------------------------------------------------------
+
+PLAN_ROWS = [
+    ["Recommendation", "Action", "Lead Agency", "Target date"],
+    ["1) Train staff", "Run domestic abuse training", "Police", "31/03/2025"],
+]
+
+
+def _far_cell_book(path: Path) -> Path:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in PLAN_ROWS:
+        sheet.append(row)
+    sheet["XFD1048576"] = "x"  # the last cell Excel has: a sheet "17 billion cells" big
+    book.save(path)
+    return path
+
+
+def _claimed_dimension_book(path: Path) -> Path:
+    """A small workbook whose <dimension ref> claims the whole sheet."""
+    import io
+    import re
+    import zipfile
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in PLAN_ROWS:
+        sheet.append(row)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    with (
+        zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as source,
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data, n = re.subn(
+                    rb'<dimension ref="[^"]*"', b'<dimension ref="A1:XFD1048576"', data
+                )
+                assert n == 1
+            target.writestr(item, data)
+    return path
+
+
+@pytest.mark.parametrize("make", [_far_cell_book, _claimed_dimension_book])
+def test_spreadsheet_is_read_from_the_cells_it_has(
+    cli: Any, tmp_path: Path, make: Callable[[Path], Path]
+) -> None:
+    import json
+
+    path = make(tmp_path / "plan.xlsx")
+    assert path.stat().st_size < 10_000
+    with measured(limit_mb=20, seconds=0.5):
+        result = cli("import", str(path), "--review", "X1", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["created"] == 1
+    stray = (
+        ["sheet 'Sheet': cell XFD1048576 beyond column IV (256) left out; "
+         "no plan table is that wide"]
+        if make is _far_cell_book
+        else []
+    )  # fmt: skip
+    assert report["warnings"] == stray
+
+
+def test_stray_far_cell_is_named_in_the_import_report(cli: Any, tmp_path: Path) -> None:
+    result = cli("import", str(_far_cell_book(tmp_path / "plan.xlsx")), "--review", "X1")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == (
+        "warning: plan.xlsx: sheet 'Sheet': cell XFD1048576 beyond column IV (256) left out; "
+        "no plan table is that wide"
+    )

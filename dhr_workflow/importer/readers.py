@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dhr_workflow.errors import InvalidInput
 
@@ -27,6 +27,8 @@ _EXTENSIONS: dict[str, Format] = {
     ".txt": "text", ".tsv": "text", ".text": "text", ".csv": "csv", ".xlsx": "xlsx",
     ".xlsm": "xlsx", ".docx": "docx",
 }  # fmt: skip
+# Column IV, the old Excel limit: no plan's table is wider; a cell beyond it is a stray.
+MAX_COLUMN = 256
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Source:
     format: Format
     lines: list[Line]
     sha256: str
+    warnings: tuple[str, ...] = ()  # read, but a person should look (e.g. mixed encodings)
 
 
 def read_source(path: Path, fmt: Format | Literal["auto"] = "auto") -> Source:
@@ -58,7 +61,9 @@ def read_source(path: Path, fmt: Format | Literal["auto"] = "auto") -> Source:
     if chosen in ("text", "csv") and _binary(data):
         raise InvalidInput(f"{path}: a binary file, not {chosen}; use --format auto")
     reader = {"text": _text, "csv": _csv, "xlsx": _xlsx, "docx": _docx}[chosen]
-    return Source(path, chosen, list(reader(path, data)), hashlib.sha256(data).hexdigest())
+    notes: list[str] = []
+    lines = list(reader(path, data, notes))
+    return Source(path, chosen, lines, hashlib.sha256(data).hexdigest(), tuple(notes))
 
 
 def _utf16_to_utf8(data: bytes) -> bytes:
@@ -90,7 +95,8 @@ def detect_format(path: Path, data: bytes) -> Format:
     by_extension = _EXTENSIONS.get(suffix)
     if by_extension in ("text", "csv"):
         return by_extension
-    first = _decode(path, data[:8192]).splitlines()[:20]
+    # only counting tabs and commas: a character cut in two at the end does not matter
+    first = data[:8192].decode("utf-8", errors="replace").splitlines()[:20]
     return (
         "text"
         if sum("\t" in line for line in first) >= sum("," in line for line in first)
@@ -112,27 +118,54 @@ def _office_kind(path: Path, data: bytes) -> Format:
     )
 
 
-def _decode(path: Path, data: bytes) -> str:
+def decode(path: Path, data: bytes) -> tuple[str, list[int]]:
+    """Text in UTF-8 or, as Excel and Word save it on UK machines when not told UTF-8, Windows
+    "ANSI" (cp1252). A file that mixes them (UTF-8 with lines pasted from elsewhere) is read
+    line by line, each line UTF-8 if it is, else cp1252 — never one guess for the whole file,
+    which would turn every UTF-8 "Zoë" into "ZoÃ«". Returns the text and, for a mixed file,
+    the lines read as cp1252."""
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), []
     except UnicodeDecodeError:
         pass
-    try:
-        # Windows "ANSI" is what Excel and Word save as on UK machines when not told UTF-8.
-        return data.decode("cp1252")
-    except UnicodeDecodeError:
-        raise InvalidInput(
-            f"{path}: not a text file in UTF-8 or Windows-1252; save it as UTF-8"
-        ) from None
+    parts, cp1252, utf8 = [], [], False
+    for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(True), 1):
+        try:
+            parts.append(raw.decode("utf-8"))
+            utf8 |= not raw.isascii()
+        except UnicodeDecodeError:
+            try:
+                parts.append(raw.decode("cp1252"))
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    f"{path}:{number}: neither UTF-8 nor Windows-1252 text; save it as UTF-8"
+                ) from None
+            cp1252.append(number)
+    return "".join(parts), cp1252 if utf8 else []  # all cp1252: a file in one encoding
 
 
-def _text(path: Path, data: bytes) -> Iterator[Line]:
-    for number, line in enumerate(_decode(path, data).splitlines(), start=1):
+def _mixed(lines: list[int]) -> str:
+    shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if lines[10:] else "")
+    return (
+        f"line{'s' if len(lines) > 1 else ''} {shown} read as Windows-1252, the rest as UTF-8 "
+        "(the file mixes them): check the accents and £ signs there"
+    )
+
+
+def _decoded(path: Path, data: bytes, notes: list[str]) -> str:
+    text, cp1252 = decode(path, data)
+    if cp1252:
+        notes.append(_mixed(cp1252))
+    return text
+
+
+def _text(path: Path, data: bytes, notes: list[str]) -> Iterator[Line]:
+    for number, line in enumerate(_decoded(path, data, notes).splitlines(), start=1):
         yield Line(number, tuple(line.split("\t")))
 
 
-def _csv(path: Path, data: bytes) -> Iterator[Line]:
-    text = _decode(path, data)
+def _csv(path: Path, data: bytes, notes: list[str]) -> Iterator[Line]:
+    text = _decoded(path, data, notes)
     try:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], ",;\t")
     except csv.Error:
@@ -176,7 +209,7 @@ def _cell_text(value: object, number_format: str = "General") -> str:
     return str(value)
 
 
-def _xlsx(path: Path, data: bytes) -> Iterator[Line]:
+def _xlsx(path: Path, data: bytes, notes: list[str]) -> Iterator[Line]:
     from openpyxl import load_workbook
 
     try:
@@ -185,19 +218,61 @@ def _xlsx(path: Path, data: bytes) -> Iterator[Line]:
         raise InvalidInput(
             f"{path}: not a readable Excel workbook ({exc.__class__.__name__})"
         ) from None
-    number = 0
+    offset = 0  # sheets are numbered on from the row count of the ones before
     for index, sheet in enumerate(book.worksheets):
         if index:
-            yield Line(number, ())  # a new sheet: the parser starts afresh
-        for row in sheet.iter_rows():
-            number += 1
-            yield _sheet_line(
-                number, [_cell_text(c.value, getattr(c, "number_format", "General")) for c in row]
-            )
+            yield Line(offset, ())  # a new sheet: the parser starts afresh
+        last, beyond = 0, []
+        for number, cells in _present_rows(sheet):
+            texts = {c.column: _cell_text(c.value, c.number_format) for c in cells}
+            beyond += [c.coordinate for c in cells if c.column > MAX_COLUMN and c.value is not None]
+            row = [texts.get(column, "") for column in range(1, _width(texts) + 1)]
+            last = number
+            if row:
+                yield _sheet_line(offset + number, row)
+        if beyond:
+            notes.append(_beyond(sheet.title, beyond))
+        offset += last
     book.close()
 
 
-def _docx(path: Path, data: bytes) -> Iterator[Line]:
+def _width(texts: dict[int, str]) -> int:
+    """Up to the last filled cell, and no further than MAX_COLUMN."""
+    filled = [column for column, text in texts.items() if text.strip() and column <= MAX_COLUMN]
+    return max(filled, default=0)
+
+
+def _beyond(sheet: str, cells: list[str]) -> str:
+    more = f" and {len(cells) - 1} more" if len(cells) > 1 else ""
+    return (
+        f"sheet {sheet!r}: cell {cells[0]}{more} beyond column IV ({MAX_COLUMN}) left out; "
+        "no plan table is that wide"
+    )
+
+
+def _present_rows(sheet: Any) -> Iterator[tuple[int, list[Any]]]:
+    """The rows a sheet's XML holds and, in each, the cells it holds: openpyxl's read-only
+    reader (``ReadOnlyWorksheet._cells_by_row``) without its filling in of missing rows and
+    columns, which one cell at XFD1048576, or a ``<dimension ref="A1:XFD1048576">``, turns
+    into 17 billion empty cells."""
+    from openpyxl.cell.read_only import ReadOnlyCell
+    from openpyxl.worksheet._reader import WorkSheetParser
+
+    book = sheet.parent
+    with sheet._get_source() as source:
+        parser = WorkSheetParser(
+            source,
+            sheet._shared_strings,
+            data_only=True,
+            epoch=book.epoch,
+            date_formats=book._date_formats,
+            timedelta_formats=book._timedelta_formats,
+        )
+        for number, cells in parser.parse():
+            yield number, [ReadOnlyCell(sheet, **cell) for cell in cells]
+
+
+def _docx(path: Path, data: bytes, notes: list[str]) -> Iterator[Line]:
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
