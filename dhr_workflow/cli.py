@@ -817,6 +817,8 @@ def contacts_import(app: App, file: Path, new_agencies: bool) -> None:
         f"{file}: {result.created} contact(s) added, {result.updated} renamed, "
         f"{result.unchanged} already present{inactive}"
     )
+    for warning in contacts.unsendable_warnings(rows, str(file)):
+        click.echo(f"warning: {warning}")
 
 
 @contacts_group.command("list")

@@ -161,6 +161,17 @@ def _not_utf8(data: bytes) -> list[int]:
     return bad or [1]
 
 
+def unsendable_warnings(rows: list[ContactRow], source: str) -> list[str]:
+    """Rows whose address has non-ASCII letters (zoë@example.org): only a mail server that
+    offers SMTPUTF8 takes it, and a message to it elsewhere fails at once."""
+    return [
+        f"{source}:{row.line}: {row.email} is not plain ASCII; it needs a mail server that "
+        "offers SMTPUTF8 (without it, messages to it fail and the coordinator is told)"
+        for row in rows
+        if not row.email.isascii()
+    ]
+
+
 def _row(line: int, cells: dict[str, str]) -> ContactRow:
     typed = ContactInput(
         cells["name"], cells["email"], cells["role"], cells["agency"], cells.get("review", "")

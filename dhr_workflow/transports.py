@@ -1,7 +1,8 @@
 """Mail transports. They only send, or raise :class:`DeliveryError`; the outbox records.
 
     DeliveryError(message, permanent)
-    ├── permanent=True   5xx replies, every recipient refused: retrying will not help
+    ├── permanent=True   5xx replies, every recipient refused, a non-ASCII address and a
+    │                    server without SMTPUTF8: retrying will not help
     └── permanent=False  connection refused or dropped, timeouts, 4xx replies: retry later
 
 A transport is used as an async context manager for one batch, so SMTP keeps one connection
@@ -168,10 +169,26 @@ class SmtpTransport:
             raise DeliveryError(
                 f"SMTP {exc.code} {exc.message}", permanent=exc.code >= 500
             ) from None
+        except aiosmtplib.SMTPNotSupported as exc:
+            # Raised before anything is sent (the connection stays usable), and the server's
+            # extensions do not change between attempts: for a non-ASCII address without
+            # SMTPUTF8, retrying for hours would only delay telling the coordinator.
+            raise DeliveryError(_unsupported(exc, recipients), permanent=True) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self._drop()  # reconnect for the next message
             raise DeliveryError(f"SMTP connection lost: {_reason(exc)}", permanent=False) from None
         return {addr: f"{r.code} {r.message}" for addr, r in refused.items()}
+
+
+def _unsupported(exc: aiosmtplib.SMTPNotSupported, recipients: list[str]) -> str:
+    wide = [r for r in recipients if not r.isascii()]
+    if "SMTPUTF8" in str(exc) and wide:
+        return (
+            f"{', '.join(wide)}: an address with non-ASCII characters needs a mail server "
+            "that offers SMTPUTF8, and this one does not (use a plain ASCII address for this "
+            "contact, or a server with SMTPUTF8)"
+        )
+    return f"the mail server does not support what this message needs: {_reason(exc)}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -105,10 +105,12 @@ class SmtpServer:
         server_tls: ssl.SSLContext | None = None,
         users: dict[str, str] | None = None,
         port: int | None = None,
+        smtputf8: bool = True,
     ) -> None:
         self.handler = handler
         self.port = port or free_port()
-        kwargs: dict[str, Any] = {}
+        # aiosmtpd offers SMTPUTF8 unless told not to; many relays do not
+        kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
         if security == "starttls":
             kwargs.update(tls_context=server_tls, require_starttls=True)
         elif security == "tls":

@@ -360,6 +360,55 @@ def test_550_for_everyone_fails_at_once(store: db.Store, rules: Any, plan: Any) 
     assert "notification.failed" in kinds
 
 
+def _zoe(store: db.Store, plan: Any) -> None:
+    plan("Probation")
+    with store.transaction() as s:
+        contacts.add(
+            s,
+            contacts.ContactInput("Zoë Lead", "zoë@probation.example.org", "lead", "Probation"),
+            now=NOW,
+            actor=ACTOR,
+        )
+
+
+def test_non_ascii_address_without_smtputf8_fails_at_once(
+    store: db.Store, rules: Any, plan: Any
+) -> None:
+    _zoe(store, plan)
+    tick(store, rules, dt.date(2024, 2, 1))  # overdue: to Probation's lead
+    handler = Handler()
+    clock = Clock(LATER)
+    with SmtpServer(handler, smtputf8=False) as server:  # as many relays: retrying cannot help
+        settings = settings_for(server)
+        first = send(store, SmtpTransport(settings), settings, clock, rules)
+        notices = send(store, SmtpTransport(settings), settings, clock, rules)
+    assert (first.failed, first.retried) == ([1], [])
+    assert states(store) == {1: "failed", 2: "sent"}
+    with store.reading() as s:
+        failed = s.get(Notification, 1)
+        assert failed is not None and failed.last_error is not None
+        assert failed.last_error.startswith(
+            "zoë@probation.example.org: an address with non-ASCII characters needs a mail "
+            "server that offers SMTPUTF8, and this one does not"
+        )
+    assert notices.sent == [2]  # the coordinator is told at once
+    [notice] = handler.received
+    assert notice.recipients == ["coordinator@csp.example.org"]
+    assert "SMTPUTF8" in notice.parsed().get_body(("plain",)).get_content()
+
+
+def test_non_ascii_address_with_smtputf8_is_delivered(
+    store: db.Store, rules: Any, plan: Any
+) -> None:
+    _zoe(store, plan)
+    tick(store, rules, dt.date(2024, 2, 1))
+    handler = Handler()
+    with SmtpServer(handler, smtputf8=True) as server:
+        settings = settings_for(server)
+        assert send(store, SmtpTransport(settings), settings, Clock(LATER), rules).sent == [1]
+    assert handler.received[0].recipients == ["zoë@probation.example.org"]
+
+
 def test_dropped_connection_mid_batch(store: db.Store, rules: Any, plan: Any) -> None:
     plan("Police", "Health")
     with store.transaction() as s:  # a third recipient, so the batch has three messages

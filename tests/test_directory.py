@@ -340,6 +340,19 @@ def test_first_contacts_file_creates_its_agencies(cli: CliFn, tmp_path: Path) ->
     assert len(json.loads(cli("agencies", "list", "--json").stdout)) == 2
 
 
+def test_import_warns_of_addresses_that_need_smtputf8(cli: CliFn, tmp_path: Path) -> None:
+    text = (
+        "agency,role,name,email\nPolice,lead,A,a@p.example.org\nFire,lead,Zoë,zoë@f.example.org\n"
+    )
+    path = _write(tmp_path, text)
+    result = _ok(cli("contacts", "import", str(path)))
+    assert result.stdout.strip().splitlines() == [
+        f"{path}: 2 contact(s) added, 0 renamed, 0 already present",
+        f"warning: {path}:3: zoë@f.example.org is not plain ASCII; it needs a mail server "
+        "that offers SMTPUTF8 (without it, messages to it fail and the coordinator is told)",
+    ]
+
+
 def test_unknown_agencies_beyond_the_first_are_counted(
     cli: CliFn, tmp_path: Path, sample_review: Any
 ) -> None:
