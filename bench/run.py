@@ -4,6 +4,7 @@
     python bench/run.py --quick              # small sizes, a smoke run (writes no file)
     python bench/run.py --only tick --sizes 1000000 --backends postgresql
     python bench/run.py --only feeds,tokens --output /tmp/feeds.md
+    python bench/run.py --only import        # plans of 1k, 10k, 100k rows on both stores
 
 Sections (``--only``): tick, outbox, feeds, tokens, import, rss. Each section runs on its own;
 one that fails is reported in the output and the others still run. Every figure is a median
