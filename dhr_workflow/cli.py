@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -44,8 +45,9 @@ from dhr_workflow.errors import UserError
 from dhr_workflow.importer import read_plan
 from dhr_workflow.importer.apply import ImportReport, apply_plan
 from dhr_workflow.importer.readers import FORMATS
-from dhr_workflow.models import ActionStatus, ContactRole, ReviewStatus
+from dhr_workflow.models import ActionStatus, ContactRole, Review, ReviewStatus
 from dhr_workflow.ruleset import summary as ruleset_summary
+from dhr_workflow.targets import ANCHOR_OPTION
 from dhr_workflow.transports import make_transport
 
 ACTOR_LIMIT = 200  # the audit column's width
@@ -155,21 +157,33 @@ DATE = DateParam()
 class DateTimeParam(click.ParamType):  # type: ignore[type-arg]  # generic only in click >= 8.5
     name = "DATETIME"
 
+    # ISO, or the UK form the date options take, with or without a time
+    UK = ("%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d/%m/%Y")
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, dt.datetime):
             return value
-        try:
-            parsed = dt.datetime.fromisoformat(value.strip())
-            if not 1970 <= parsed.year <= 2999:
-                raise ValueError("out of range")
-            return parsed
-        except ValueError:
+        parsed = self._parse(" ".join(value.split()))
+        if parsed is None or not 1970 <= parsed.year <= 2999:
             self.fail(
-                f"{value!r} is not a date or time (use YYYY-MM-DD or "
-                "YYYY-MM-DDTHH:MM, e.g. 2024-01-20T08:00)",
+                f"{value!r} is not a date or time (use YYYY-MM-DD or DD/MM/YYYY, with a time "
+                "if you like: 2024-01-20T08:00 or 20/01/2024 08:00)",
                 param,
                 ctx,
             )
+        return parsed
+
+    def _parse(self, value: str) -> dt.datetime | None:
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        for fmt in self.UK:
+            try:
+                return dt.datetime.strptime(value, fmt)
+            except ValueError:
+                continue
+        return None
 
 
 DATETIME = DateTimeParam()
@@ -462,17 +476,30 @@ def tick(
         result = engine.evaluate(s, ruleset, ctx, only=rule_ids or None)
         if not dry_run:
             engine.commit(s, result, ctx, actor=app.actor)
+        refs = _review_refs(s, result.gaps)
     if as_json:
-        _print_json({**result.to_json(), "dry_run": dry_run})
+        gaps = [
+            {**data, "reviews": [refs.get(i) for i in data["review_ids"]]}
+            for data in (g.to_json() for g in result.gaps)
+        ]
+        _print_json({**result.to_json(), "gaps": gaps, "dry_run": dry_run})
         return
-    _print_tick(result, dry_run)
+    _print_tick(result, dry_run, refs)
+
+
+def _review_refs(session: Session, gaps: list[engine.Gap]) -> dict[int, str]:
+    """Review ids to refs, for the reviews the gaps name: people know a review by its ref."""
+    ids = {h.subject_id for g in gaps for h in g.hits if h.subject_type == "review"}
+    if not ids:
+        return {}
+    return dict(session.execute(select(Review.id, Review.ref).where(Review.id.in_(ids))).all())
 
 
 def _localise(at: dt.datetime, tz: ZoneInfo) -> dt.datetime:
     return at.replace(tzinfo=tz) if at.tzinfo is None else at
 
 
-def _print_tick(result: engine.TickResult, dry_run: bool) -> None:
+def _print_tick(result: engine.TickResult, dry_run: bool, refs: dict[int, str]) -> None:
     verb = "would enqueue" if dry_run else "enqueued"
     click.echo(
         f"{'DRY RUN, nothing written: ' if dry_run else ''}tick at "
@@ -495,13 +522,32 @@ def _print_tick(result: engine.TickResult, dry_run: bool) -> None:
             ],
         )
     for gap in result.gaps:
-        data = gap.to_json()
-        who = data["actions"] or data["review_ids"]
-        click.echo(
-            f"gap: rule {gap.rule}: nobody is {gap.role} for "
-            f"{'actions' if data['actions'] else 'reviews'} {_short(', '.join(map(str, who)), 80)}"
-            " (add a contact with `contacts import`)"
-        )
+        for line in _gap_lines(gap, refs):
+            click.echo(line)
+
+
+def _gap_lines(gap: engine.Gap, refs: dict[int, str]) -> list[str]:
+    """A gap as the command that closes it: the missing review date to set, review by review,
+    or the contact to add."""
+    data = gap.to_json()
+    reviews = [refs.get(i, f"id {i}") for i in data["review_ids"]]
+    anchor = gap.role.removeprefix("review.")
+    if anchor in ANCHOR_OPTION:
+        option = ANCHOR_OPTION[anchor]
+        return [
+            f"gap: rule {gap.rule}: review {ref} has no {option.removeprefix('--')} date: set it "
+            f"with dhr-workflow reviews set {ref} {option} DATE"
+            for ref in reviews
+        ]
+    who = (
+        f"actions {_short(', '.join(map(str, data['actions'])), 80)}"
+        if data["actions"]
+        else f"review{'s' if len(reviews) > 1 else ''} {_short(', '.join(reviews), 80)}"
+    )
+    return [
+        f"gap: rule {gap.rule}: nobody is {gap.role} for {who} "
+        "(add one with `dhr-workflow contacts add` or `contacts import`)"
+    ]
 
 
 # --- the daemon and feeds ---------------------------------------------------------------------

@@ -688,3 +688,73 @@ def test_bad_config_files_are_one_line(tmp_path: Path) -> None:
     assert "is not UTF-8 text" in _error_line(result)
     result = CliRunner().invoke(main, ["--config", str(tmp_path), "reviews", "list"])
     assert "Invalid value for '--config'" in _error_line(result)
+
+
+# --- tick: operator messages -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("30/11/2026 08:00", dt.datetime(2026, 11, 30, 8, 0)),
+        ("30/11/2026", dt.datetime(2026, 11, 30)),
+        (" 30/11/2026   08:00:30 ", dt.datetime(2026, 11, 30, 8, 0, 30)),
+        ("1/3/2026 8:05", dt.datetime(2026, 3, 1, 8, 5)),
+        ("2026-11-30T08:00", dt.datetime(2026, 11, 30, 8, 0)),
+        ("2026-11-30 08:00", dt.datetime(2026, 11, 30, 8, 0)),
+        ("2026-11-30", dt.datetime(2026, 11, 30)),
+        ("2026-11-30T08:00+00:00", dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)),
+    ],
+)
+def test_tick_at_takes_iso_and_uk_forms(given: str, expected: dt.datetime) -> None:
+    from dhr_workflow.cli import DATETIME
+
+    assert DATETIME.convert(given, None, None) == expected
+
+
+@pytest.mark.parametrize(
+    "given", ["31/02/2026 08:00", "30/11/2026 25:00", "11/30/2026", "30/11/26"]
+)
+def test_tick_at_refuses_what_is_not_a_time(cli: CliFn, given: str) -> None:
+    line = _error_line(cli("tick", "--at", given, "--dry-run"))
+    assert f"{given!r} is not a date or time (use YYYY-MM-DD or DD/MM/YYYY" in line
+
+
+def test_tick_at_in_the_uk_form(cli: CliFn) -> None:
+    result = cli("tick", "--at", "30/11/2026 08:00", "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["at"] == "2026-11-30T08:00:00+00:00"  # London, winter
+
+
+def test_missing_review_date_says_how_to_set_it(cli: CliFn) -> None:
+    for ref in ("BDHR2012/13-04", "WCA"):
+        assert cli("reviews", "add", ref, "--title", f"Case {ref}").exit_code == 0
+    result = cli("tick", "--at", "30/11/2026 08:00", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    gaps = [line for line in result.stdout.splitlines() if line.startswith("gap:")]
+    assert gaps == [
+        "gap: rule six-monthly-report: review BDHR2012/13-04 has no plan-agreed date: set it "
+        "with dhr-workflow reviews set BDHR2012/13-04 --plan-agreed DATE",
+        "gap: rule six-monthly-report: review WCA has no plan-agreed date: set it with "
+        "dhr-workflow reviews set WCA --plan-agreed DATE",
+    ]
+    data = json.loads(cli("tick", "--at", "30/11/2026", "--dry-run", "--json").stdout)
+    [gap] = [g for g in data["gaps"] if g["role"] == "review.plan_agreed_on"]
+    assert gap["reviews"] == ["BDHR2012/13-04", "WCA"]
+    # doing what it says closes the gap
+    assert cli("reviews", "set", "WCA", "--plan-agreed", "01/06/2026").exit_code == 0
+    again = cli("tick", "--at", "30/11/2026 08:00", "--dry-run").stdout
+    assert "reviews set WCA" not in again and "reviews set BDHR2012/13-04" in again
+
+
+def test_missing_contact_names_the_review_by_ref(cli: CliFn) -> None:
+    assert (
+        cli("reviews", "add", "WCA", "--title", "Case", "--plan-agreed", "2026-01-01").exit_code
+        == 0
+    )
+    result = cli("tick", "--at", "01/07/2026 08:00", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "gap: rule six-monthly-report: nobody is partnership.chair for review WCA (add one "
+        "with `dhr-workflow contacts add` or `contacts import`)"
+    ) in result.stdout.splitlines()
