@@ -135,10 +135,11 @@ def write(
     check_destination(out)
     reviews = data.find_reviews(session, req)
     meta = html.meta_for(req, partnership, marking, scope_words)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent or ".")
-    os.close(fd)  # mkstemp made it 0600: the writers open it again by name
-    temp = Path(name)
+    temp = out.with_name(f".{out.name}.part")  # replaced by the real name below
     try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        os.close(fd)  # mkstemp made it 0600: the writers open it again by name
+        temp = Path(name)
         writer = writer_for(fmt, temp, meta, req, partnership)
         actions = _run(session, req, reviews, writer, progress, on_total)
         os.chmod(temp, 0o600)

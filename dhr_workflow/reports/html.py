@@ -28,6 +28,7 @@ from dhr_workflow.reports.data import (
     RED,
     Cover,
     Point,
+    Rate,
     Request,
     ReviewReport,
 )
@@ -108,6 +109,16 @@ def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+def glance(rate: Rate) -> str:
+    """The figures in one sentence: "94 actions: 40 red, 6 amber, 45 green, 3 grey; 38
+    overdue; 48% completed, 12% on time." """
+    rags = ", ".join(f"{rate.rag[c]} {RAG_WORDS[c].lower()}" for c in RAGS)
+    return (
+        f"{_plural(rate.actions, 'action', 'actions')}: {rags}; {rate.overdue} overdue; "
+        f"{_pct(rate.completed_pct)} completed, {_pct(rate.on_time_pct)} on time."
+    )
+
+
 def anchor(ref: str) -> str:
     """An id for a review's section (refs may hold any character)."""
     return "review-" + re.sub(r"[^A-Za-z0-9_-]", lambda m: f"_{ord(m.group()):x}", ref)
@@ -149,7 +160,7 @@ def environment() -> Environment:
         moment_day=lambda at, tz: _day(at.astimezone(tz).date()),
     )  # fmt: skip
     env.globals.update(
-        plural=_plural, rec_rags=_rec_rags, trend_by_quarter=_trend_by_quarter,
+        plural=_plural, glance=glance, rec_rags=_rec_rags, trend_by_quarter=_trend_by_quarter,
         trend_summary=_trend_summary,
         blocked_rows=lambda r: [a for a in r.rows if a.status == "blocked" and a.rag == RED
                                 and a.days_overdue is None],
@@ -174,7 +185,7 @@ def page_css(meta: Meta) -> str:
     marking = css_string(meta.marking) if meta.marking else '""'
     left = css_string(meta.partnership) if meta.partnership else '""'
     reset = (
-        f"@page :first {{ counter-reset: page {meta.first_page - 1}; }}\n"
+        f"@page :first {{ counter-reset: page {meta.first_page}; }}\n"
         if (meta.first_page > 1)
         else ""
     )

@@ -84,6 +84,7 @@ class Writer:
             "ABCDEFGHIJKL", (34, 40, 9, 10, 10, 12, 11, 9, 7, 7, 7, 7), strict=True
         ):
             ws.column_dimensions[col].width = width
+        ws.freeze_panes = "A5"  # before the first row: write-only sheets write their view first
         ws.append([_cell(ws, self.meta.title, font=TITLE)])
         period = f"Period reported on: {self.req.since.isoformat()} to {self.req.as_of.isoformat()}"
         facts = [self.meta.partnership or "", f"As of {self.meta.as_of.isoformat()}", period]
@@ -91,7 +92,6 @@ class Writer:
         ws.append([_cell(ws, self.meta.marking, font=BOLD)] if self.meta.marking else [])
         ws.append(_header(ws, ["Review", "Title", *RATE_HEADERS]))
         first = 5
-        ws.freeze_panes = "A5"
         for ref, title, rate in cover.reviews:
             ws.append(_rate_row(ws, [ref, title], rate))
         last = first + len(cover.reviews) - 1
