@@ -9,6 +9,9 @@
 - A job that raises is logged, audited and shown in /healthz; the next run happens.
 - SIGHUP reloads rules and templates (an invalid set is refused, logged and audited; the old
   one stays). SIGTERM/SIGINT stop taking work, let an in-flight send finish, and exit 0.
+- Identical warnings repeated in a loop are rate-limited (logs.py).
+- The web app has its own database connections and a bounded number of HTTP connections
+  (web/server.py): no number of clients can take the scheduler's and the sender's.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from dhr_workflow import audit, db, engine, outbox
+from dhr_workflow import audit, db, engine, logs, outbox
 from dhr_workflow.config import Settings
 from dhr_workflow.errors import UserError
 from dhr_workflow.ruleset import RuleSet, trigger
 from dhr_workflow.templates import Templates
 from dhr_workflow.transports import make_transport
 from dhr_workflow.web import Health, Metrics, create_app
+from dhr_workflow.web import server as http_server
 
 log = logging.getLogger("dhr_workflow.daemon")
 ACTOR = "daemon"
@@ -43,6 +47,9 @@ class Daemon:
         self.settings = settings
         self.store = db.Store(settings.database_url)
         db.check_schema(self.store.engine)
+        # The web app's own connection pools: any number of requests waiting on the database
+        # cannot take the connections the scheduler and the sender need.
+        self.web_store = db.Store(settings.database_url)
         self.ruleset, self.templates = self._load()
         self.health, self.metrics = Health(), Metrics()
         self.scheduler = AsyncIOScheduler(
@@ -185,7 +192,10 @@ class Daemon:
                 task.cancel()
 
     def _job_failed(self, job: str, exc: BaseException) -> None:
-        message = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        # A problem the operator can act on is said as such ("the database file ... is
+        # read-only"); anything else keeps its class name.
+        message = first if isinstance(exc, UserError) else f"{exc.__class__.__name__}: {first}"
         log.error("job %s failed: %s", job, message)
         self.health.job_errors[job] = message
         self.metrics.job_errors.labels(job=job).inc()
@@ -199,6 +209,8 @@ class Daemon:
                     subject=f"job:{job}",
                     data={"error": message},
                 )
+        except UserError as exc:  # the store itself is unusable (missing, read-only): said
+            log.error("could not audit the failure of %s: %s", job, exc)
         except Exception:  # the database may be what failed; the log line stands
             log.exception("could not audit the failure of %s", job)
 
@@ -218,6 +230,12 @@ class Daemon:
         self._schedule()
         log.info("rules reloaded: %d rule(s)", len(ruleset.entries()))
         self._audit("rules.reload", {"rules": ruleset.ids})
+
+    def _try_audit(self, kind: str, data: dict[str, Any]) -> None:
+        try:
+            self._audit(kind, data)
+        except Exception as exc:  # the log line above stands; say why there is no event
+            log.error("could not audit %s: %s", kind, exc)
 
     def _audit(self, kind: str, data: dict[str, Any]) -> None:
         with self.store.transaction() as s:
@@ -246,21 +264,21 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         self._audit("daemon.start", {"rules": self.ruleset.ids})
+        s = self.settings
         server = uvicorn.Server(
-            uvicorn.Config(
+            http_server.config(
                 create_app(
-                    self.store,
-                    self.settings,
+                    self.web_store,
+                    s,
                     self.health,
                     self.metrics,
                     rules=lambda: (self.ruleset, self.templates),
                 ),
-                host=self.settings.http_host,
-                port=self.settings.http_port,
-                log_level="warning",
-                lifespan="off",
-                proxy_headers=True,
-                forwarded_allow_ips=self.settings.trusted_proxies,
+                host=s.http_host,
+                port=s.http_port,
+                max_connections=s.http_max_connections,
+                read_timeout=s.http_read_timeout,
+                forwarded_allow_ips=s.trusted_proxies,
             )
         )
         # The daemon owns SIGTERM/SIGINT/SIGHUP (graceful stop, reload); uvicorn's serve()
@@ -292,14 +310,16 @@ class Daemon:
             sender.cancel()
         server.should_exit = True
         await http
-        self._audit("daemon.stop", {})
+        self._try_audit("daemon.stop", {})
         self.store.dispose()
+        self.web_store.dispose()
 
 
 def run(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logs.install()  # a fault repeating in a loop is one line a minute, not a flood
     for noisy in ("apscheduler", "alembic"):  # job bookkeeping is not news at INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     daemon = Daemon(settings)

@@ -89,7 +89,9 @@ def seed(url: str, tmp_path: Path, *, overdue: int = 2, undated: int = 1) -> Non
 
 
 class Daemon:
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], cwd: Path, preexec: Callable[[], None] | None = None
+    ) -> None:
         self.port = int(env["DHR_HTTP_PORT"])
         self.log = cwd / f"daemon-{self.port}.log"
         self.log_file = self.log.open("w")
@@ -99,6 +101,7 @@ class Daemon:
             env=env,
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec,  # limits for the child only (open files, capabilities)
         )
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import email
 import itertools
+import shutil
 import signal
 import time
 from collections import Counter
@@ -647,8 +648,89 @@ def test_a_tick_slower_than_the_job_timeout_is_waited_for_not_doubled(
     with caplog.at_level("WARNING", logger="dhr_workflow.daemon"):
         asyncio.run(scenario())
     d.store.dispose()
+    d.web_store.dispose()
     assert runs == [["deadline"]]
     assert "tick deadline still running after" in caplog.text
     assert "tick deadline skipped" in caplog.text
     assert d.health.job_errors == {}
     assert "deadline" in d.health.last_tick
+
+
+# --- the database file under a running daemon -----------------------------------------------
+
+
+def _healthz(daemon: Daemon, n: int = 1) -> list[tuple[int, dict[str, Any]]]:
+    """``n`` concurrent health checks: (status, body) of each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> tuple[int, dict[str, Any]]:
+        r = httpx.get(daemon.url("/healthz"), timeout=10)
+        return r.status_code, r.json()
+
+    with ThreadPoolExecutor(min(n, 16)) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_database_file_deleted_or_replaced_under_the_daemon(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Deleted: /healthz says so (503) where it stayed 200 while writes went to the deleted
+    inode, concurrent health checks never re-create an empty file, the sender's failure is
+    logged once with the reason (not once a second). Replaced: 503 too."""
+    path = tmp_path / "store.db"
+    url = f"sqlite:///{path}"
+    seed(url, tmp_path, overdue=0, undated=0)
+    with SmtpServer(Handler()) as smtp:
+        daemon = Daemon(environment(url, smtp.port), tmp_path)
+        daemons.append(daemon)
+        daemon.wait_healthy(60)
+        path.unlink()
+        answers = _healthz(daemon, 24)
+        wait_for(lambda: "is missing" in daemon.log.read_text(), 15, "the sender's failure")
+        time.sleep(3)  # the sender tries every second meanwhile
+        answers += _healthz(daemon, 8)
+        assert not path.exists(), "a health check or a job re-created the database file"
+        fresh = tmp_path / "fresh" / "store.db"
+        db.migrate(f"sqlite:///{fresh}")
+        shutil.copy(fresh, path)  # someone puts another file at the path
+        replaced = _healthz(daemon)
+        assert daemon.stop() == 0
+    assert {status for status, _ in answers} == {503}
+    assert {body["database"] for _, body in answers} == {
+        "file missing (deleted or moved while in use)"
+    }
+    assert replaced[0][0] == 503
+    assert replaced[0][1]["database"] == "file replaced while in use"
+    log = daemon.log.read_text()
+    failures = [line for line in log.splitlines() if "job sender failed" in line]
+    assert 1 <= len(failures) <= 2, log  # rate-limited: one a minute, not one a second
+    assert f"the database file {path} is missing (deleted or moved while in use)" in failures[0]
+    assert "Traceback" not in log
+
+
+def test_database_read_only_under_the_daemon(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """A store that turns read-only (permissions, a full or read-only mount): /healthz says
+    "read-only" (503), the log says "read-only" (not "unable to open database file"), and the
+    daemon carries on once it is writable again."""
+    from tests.test_store_file import make_read_only, make_writable, without_file_override
+
+    path = tmp_path / "data" / "store.db"
+    path.parent.mkdir()
+    url = f"sqlite:///{path}"
+    seed(url, tmp_path, overdue=0, undated=0)
+    with SmtpServer(Handler()) as smtp:
+        daemon = Daemon(environment(url, smtp.port), tmp_path, preexec=without_file_override)
+        daemons.append(daemon)
+        daemon.wait_healthy(60)
+        make_read_only(path)
+        try:
+            wait_for(lambda: "read-only" in daemon.log.read_text(), 15, "the sender's failure")
+            [(status, body)] = _healthz(daemon)
+        finally:
+            make_writable(path)
+        assert (status, body["database"]) == (503, "read-only")
+        assert daemon.wait_healthy(15)["database"] == "ok"
+        assert daemon.stop() == 0
+    log = daemon.log.read_text()
+    assert f"job sender failed: the database file {path} is read-only" in log
+    assert "unable to open database file" not in log

@@ -1,25 +1,34 @@
-"""Hostile input: ten thousand wrong feed tokens, and plan text built to break messages
-(script, header injection, very long cells, odd Unicode) carried from import to a real SMTP
-server and parsed back strictly."""
+"""Hostile input: ten thousand wrong feed tokens, 1,100 clients sending their headers a byte
+at a time at a daemon with 1,024 file handles, and plan text built to break messages (script,
+header injection, very long cells, odd Unicode) carried from import to a real SMTP server and
+parsed back strictly."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import json
+import resource
+import socket
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert
 
 from dhr_workflow import actions, db, feeds, reviews
 from dhr_workflow.config import Settings
+from dhr_workflow.models import Notification
 from dhr_workflow.web import Health, Metrics, create_app
 from tests.conftest import ACTOR, NOW, CliFn
 from tests.smtp_server import Handler, SmtpServer
+from tests.test_daemon import Daemon, environment, seed, wait_for
 
 
 def _app(store: db.Store) -> Any:
@@ -85,6 +94,8 @@ def test_ten_thousand_wrong_tokens(store: db.Store) -> None:
                 still.append((await client.get(f"/feeds/{live}.ics")).status_code)
         async with _from(app, "192.0.2.66") as guesser:  # one address guessing on
             codes = [(await guesser.get(f"/feeds/{t}.ics")).status_code for t in tokens[:100]]
+            # ... while others behind the same address still read their feed
+            codes.append((await guesser.get(f"/feeds/{live}.ics")).status_code)
         async with _from(app, "192.0.2.77") as bystander:
             others = [
                 (await bystander.get(f"/feeds/{live}.ics")).status_code,
@@ -100,8 +111,115 @@ def test_ten_thousand_wrong_tokens(store: db.Store) -> None:
     assert "etag" not in headers
     assert still == [200, 200, 200]
     assert codes[:30] == [404] * 30  # up to the limit, then 429 for that address only
-    assert set(codes[31:]) == {429}
+    assert set(codes[31:100]) == {429}
+    assert codes[100] == 200  # for its misses only: a valid token is served
     assert others == [200, 404]
+
+
+def _slow_clients(port: int, n: int) -> tuple[list[socket.socket], threading.Event]:
+    """``n`` connections that start a request and then send one more header line every half
+    second, never finishing it (slowloris); stopped by setting the returned event."""
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: dhr.test\r\n")
+        socks.append(sock)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.5):
+            for sock in socks:
+                with contextlib.suppress(OSError):  # closed by the daemon: expected
+                    sock.send(b"X-Slow: 1\r\n")
+
+    threading.Thread(target=trickle, daemon=True).start()
+    return socks, stop
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """What the daemon said on a slow connection before closing it (b"": closed, nothing)."""
+    sock.settimeout(5)
+    try:
+        return sock.recv(200)
+    except OSError:
+        return b"reset"
+
+
+def _probe(daemon: Daemon) -> int:
+    """/healthz: 200, or 503 when the connections are all taken — never a hang (0)."""
+    try:
+        return httpx.get(daemon.url("/healthz"), timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_slow_clients_cannot_starve_the_daemon(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """1,100 connections sending their headers a byte at a time, at a daemon limited to 1,024
+    open files (systemd's default): /healthz answers (503 while every connection is taken,
+    never a hang), the sender keeps its database and SMTP connections and delivers, the slow
+    connections are closed after the read timeout, and the log stays short. Before the
+    connection cap and the read timeout, /healthz hung, the sender failed with "unable to
+    open database file" and asyncio logged "Too many open files" hundreds of thousands of
+    times."""
+    files, clients = 1024, 1100
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < clients + 500:  # the test's own sockets
+        if hard != resource.RLIM_INFINITY and hard < clients + 500:
+            pytest.skip(f"this test needs {clients + 500} open files; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (clients + 500, hard))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    seed(url, tmp_path, overdue=0, undated=0)
+    handler = Handler()
+    with SmtpServer(handler) as smtp:
+        env = environment(url, smtp.port, DHR_HTTP_READ_TIMEOUT="4")
+        limited = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))  # noqa: E731
+        daemon = Daemon(env, tmp_path, preexec=limited)
+        daemons.append(daemon)
+        daemon.wait_healthy(60)
+        started = time.monotonic()
+        socks, stop = _slow_clients(daemon.port, clients)
+        try:
+            _enqueue(url, 5)  # work for the sender while the port is flooded
+            during = [_probe(daemon) for _ in range(5)]
+            wait_for(lambda: len(handler.received) >= 5, 20, "the sender to deliver")
+            delivered_after = time.monotonic() - started
+            time.sleep(max(0.0, 6 - (time.monotonic() - started)))  # past the read timeout
+            answers = Counter(_answer(sock)[:12] for sock in socks)
+            after = daemon.wait_healthy(15)
+        finally:
+            stop.set()
+            for sock in socks:
+                sock.close()
+        assert daemon.stop() == 0
+    log = daemon.log.read_text()
+    assert set(during) <= {200, 503}, during  # 0 would be a hang
+    assert after["database"] == "ok" and after["job_errors"] == {}
+    # Every slow connection was answered 503 at once or closed after the read timeout.
+    assert set(answers) <= {b"HTTP/1.1 503", b""}, answers
+    assert answers[b""] <= 200 + 64  # held: at most the cap (and the refused lingering)
+    assert log.count("Too many open files") == 0, log[:2000]
+    assert "unable to open database file" not in log
+    assert len(log.splitlines()) < 40, log[:4000]
+    print(
+        f"\n{clients} slow clients at {files} files: /healthz during {during}, "
+        f"5 messages delivered after {delivered_after:.1f} s, answers {dict(answers)}, "
+        f"{len(log.splitlines())} log lines"
+    )
+
+
+def _enqueue(url: str, n: int) -> None:
+    store = db.Store(url)
+    now = dt.datetime.now(dt.UTC)
+    with store.transaction() as s:
+        s.execute(insert(Notification), [{
+            "rule_id": "deadline", "template": "overdue", "to_addrs": [f"p{i}@example.org"],
+            "cc_addrs": [], "subject": f"Overdue {i}", "text_body": f"Action {i}.\n",
+            "html_body": f"<p>Action {i}.</p>", "message_id": f"<slow{i}@dhr-workflow>",
+            "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
+        } for i in range(n)])  # fmt: skip
+    store.dispose()
 
 
 LONG = "Review the policy. " * 6000  # a 114,000-character cell

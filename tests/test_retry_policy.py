@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,7 @@ DOWN = DeliveryError("cannot connect to 127.0.0.1:25: Connection refused", perma
         (1, 600, float("inf"), 480, 720),  # no cap: the plain doubling
     ],
 )
-def test_backoff_is_capped(
-    attempts: int, base: float, cap: float, low: float, high: float
-) -> None:
+def test_backoff_is_capped(attempts: int, base: float, cap: float, low: float, high: float) -> None:
     rng = random.Random(attempts)
     for _ in range(200):
         wait = outbox.backoff(attempts, base, rng, cap).total_seconds()
@@ -91,12 +90,11 @@ TEMPLATES = Templates(ROOT / "templates" / "email")
 
 
 def _send(store: db.Store, transport: Any, settings: Settings, clock: Clock) -> None:
-    asyncio.run(
-        outbox.send_batch(
-            store, transport, settings, clock=clock, owner="t", templates=TEMPLATES,
-            rng=random.Random(7),
-        )  # fmt: skip
-    )
+    batch = outbox.send_batch(
+        store, transport, settings, clock=clock, owner="t", templates=TEMPLATES,
+        rng=random.Random(7),
+    )  # fmt: skip
+    asyncio.run(batch)
 
 
 def _fail_until_dead(
@@ -119,7 +117,7 @@ def test_gives_up_after_a_day_of_tries_never_waiting_over_the_cap(store: db.Stor
     tries = _fail_until_dead(store, note_id, _settings(), clock)
     row = _row(store, note_id)
     assert row.state == "dead"
-    gaps = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
     # Never more than the 15-minute cap (+ the sender's 30 s lateness) between tries...
     assert max(gaps) <= dt.timedelta(minutes=15, seconds=30), max(gaps)
     # ... and given up a day after the first failure, not after eight tries (about two hours)
