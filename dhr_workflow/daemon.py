@@ -8,8 +8,10 @@
   down sends each overdue reminder once, not a backlog), then the schedule.
 - A job that raises is logged, audited and shown in /healthz; the next run happens.
 - SIGHUP reloads rules and templates (an invalid set is refused, logged and audited; the old
-  one stays). SIGTERM/SIGINT stop taking work, let an in-flight send finish, and exit 0.
-- Identical warnings repeated in a loop are rate-limited (logs.py).
+  one stays — whatever the loader raised). SIGTERM/SIGINT stop taking work, let an in-flight
+  send finish, and exit 0.
+- The log says each new gap (a rule with nobody to tell) once, when it is audited; identical
+  warnings repeated in a loop are rate-limited (logs.py).
 - The web app has its own database connections and a bounded number of HTTP connections
   (web/server.py): no number of clients can take the scheduler's and the sender's.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import signal
 import socket
@@ -27,10 +30,12 @@ from typing import Any
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func, select
 
 from dhr_workflow import audit, db, engine, logs, outbox
 from dhr_workflow.config import Settings
 from dhr_workflow.errors import UserError
+from dhr_workflow.models import AuditEvent
 from dhr_workflow.ruleset import RuleSet, trigger
 from dhr_workflow.templates import Templates
 from dhr_workflow.transports import make_transport
@@ -132,10 +137,15 @@ class Daemon:
             s.public_base_url,
         )
         with self.store.transaction() as session:
+            head = session.scalar(select(func.max(AuditEvent.seq))) or 0
             # Rendered by commit a chunk at a time, not all at once: the catch-up tick after
             # downtime can enqueue thousands of digests.
             result = engine.evaluate(session, self.ruleset, ctx, only=only, render=False)
-            return len(engine.commit(session, result, ctx, actor=ACTOR).messages)
+            enqueued = len(engine.commit(session, result, ctx, actor=ACTOR).messages)
+            gaps = _new_gaps(session, head, ctx.at)
+        for gap in gaps:  # once each: commit audits a gap once, and only that is logged
+            log.warning("%s", describe_gap(gap))
+        return enqueued
 
     async def _send(self) -> None:
         async with self.sending:  # SIGTERM waits for this: an in-flight send finishes
@@ -217,19 +227,33 @@ class Daemon:
     # --- lifecycle -----------------------------------------------------------------------
     def _on_hup(self) -> None:
         # Signal handlers must not block the loop: load and audit in a thread.
-        self.tasks.add(asyncio.get_running_loop().create_task(asyncio.to_thread(self.reload)))
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.reload))
+        self.tasks.add(task)
+        task.add_done_callback(self._reload_done)
+
+    def _reload_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # reload() let it through
+            log.error("reload failed: %r", task.exception())
 
     def reload(self) -> None:
+        """Load the rules and templates again; a set that fails to load for any reason (a
+        one-line UserError, or anything the loader raised: a YAML bomb's MemoryError, a
+        RecursionError) is refused, logged and audited, and the current rules stay."""
+        error = None
         try:
             ruleset, templates = self._load()
-        except UserError as exc:
-            log.error("reload refused, keeping the current rules: %s", exc)
-            self._audit("rules.reload_refused", {"error": str(exc)})
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, UserError) else f"{exc.__class__.__name__}: {exc}"
+            error = error.splitlines()[0][:500] if error.strip() else exc.__class__.__name__
+        if error is not None:  # outside the except: what the loader built is freed by now
+            log.error("reload refused, keeping the current rules: %s", error)
+            self._try_audit("rules.reload_refused", {"error": error})
             return
         self.ruleset, self.templates = ruleset, templates
         self._schedule()
         log.info("rules reloaded: %d rule(s)", len(ruleset.entries()))
-        self._audit("rules.reload", {"rules": ruleset.ids})
+        self._try_audit("rules.reload", {"rules": ruleset.ids})
 
     def _try_audit(self, kind: str, data: dict[str, Any]) -> None:
         try:
@@ -313,6 +337,38 @@ class Daemon:
         self._try_audit("daemon.stop", {})
         self.store.dispose()
         self.web_store.dispose()
+
+
+def _new_gaps(session: Any, head: int, at: dt.datetime) -> list[dict[str, Any]]:
+    """The gaps this tick audited for the first time (its ``rule.gap`` events after ``head``)."""
+    rows = session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.seq > head, AuditEvent.kind == "rule.gap", AuditEvent.actor == ACTOR)
+        .order_by(AuditEvent.seq)
+    )
+    # The time tells this tick's events from another replica's committed meanwhile.
+    return [json.loads(e.data) for e in rows if e.at == at]
+
+
+def describe_gap(gap: dict[str, Any]) -> str:
+    """One log line for a gap: which rule could not tell whom, about what, and what to do."""
+    rule, role = gap.get("rule"), str(gap.get("role"))
+    actions, reviews = gap.get("actions") or [], gap.get("review_ids") or []
+    about = f"action(s) {_ids(actions)}" if actions else f"review(s) {_ids(reviews)}"
+    if role.startswith("review."):  # a rule counted from a review date nobody has set
+        return (
+            f"gap: rule {rule} cannot start for {about}: {role} is not set "
+            "(`dhr-workflow reviews set REF ...`)"
+        )
+    return (
+        f"gap: rule {rule}: nobody is {role} for {about}; nobody was told "
+        "(add or correct a contact; `dhr-workflow contacts gaps` lists them)"
+    )
+
+
+def _ids(ids: list[Any], most: int = 20) -> str:
+    shown = ", ".join(map(str, ids[:most]))
+    return shown + (f" and {len(ids) - most} more" if len(ids) > most else "")
 
 
 def run(settings: Settings) -> None:

@@ -381,3 +381,88 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
         .startswith(f"error: cannot listen on 127.0.0.1:{port}")
     )
     assert "Traceback" not in result.stderr
+
+
+# --- what the operator reads in the log --------------------------------------------------------
+
+
+def _in_process(tmp_path: Path) -> Any:
+    """The daemon object on a seeded store, without serving (its jobs called directly)."""
+    from dhr_workflow.config import Settings
+    from dhr_workflow.daemon import Daemon as RealDaemon
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    seed(url, tmp_path, overdue=0, undated=0)
+    return RealDaemon(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+
+
+def _events(daemon: Any, kind: str) -> list[dict[str, Any]]:
+    from dhr_workflow import audit
+
+    with daemon.store.reading() as s:
+        rows = s.scalars(select(AuditEvent).where(AuditEvent.kind == kind))
+        return [audit.event_dict(e)["data"] for e in rows]
+
+
+def test_each_new_gap_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The long-overdue action's escalation has no agency manager to go to, and the
+    six-monthly report no agreed-plan date to count from: each is said once in the daemon's
+    log, as it is audited once — not at every tick, and never silently."""
+    daemon = _in_process(tmp_path)
+    try:
+        with caplog.at_level("WARNING", logger="dhr_workflow.daemon"):
+            for _ in range(3):
+                daemon._tick_sync(None)
+        gaps = _events(daemon, "rule.gap")
+    finally:
+        daemon.store.dispose()
+        daemon.web_store.dispose()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gap: ")]
+    assert len(gaps) == len(lines) == 2, lines
+    assert sorted(lines) == [
+        "gap: rule deadline: nobody is agency.manager for action(s) 1; nobody was told "
+        "(add or correct a contact; `dhr-workflow contacts gaps` lists them)",
+        "gap: rule six-monthly-report cannot start for review(s) 1: review.plan_agreed_on is "
+        "not set (`dhr-workflow reviews set REF ...`)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [MemoryError("YAML alias bomb"), RecursionError("maximum recursion depth"), KeyError("x")],
+    ids=["memory", "recursion", "bug"],
+)
+def test_a_reload_that_raises_anything_is_refused_logged_and_audited(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+) -> None:
+    """SIGHUP's reload runs in a thread; a loader that raised anything but a UserError (a YAML
+    bomb's MemoryError) used to end that thread with no log line and no event."""
+    import asyncio
+
+    daemon = _in_process(tmp_path)
+    rules = daemon.ruleset
+
+    def explode() -> Any:
+        raise error
+
+    monkeypatch.setattr(daemon, "_load", explode)
+
+    async def hup() -> None:
+        daemon.tasks = set()
+        daemon._on_hup()
+        await asyncio.gather(*daemon.tasks, return_exceptions=True)
+
+    try:
+        with caplog.at_level("ERROR", logger="dhr_workflow.daemon"):
+            asyncio.run(hup())
+        refused = _events(daemon, "rules.reload_refused")
+    finally:
+        daemon.store.dispose()
+        daemon.web_store.dispose()
+    assert daemon.ruleset is rules  # the current rules stay
+    said = f"{error.__class__.__name__}: {error!s}"
+    assert f"reload refused, keeping the current rules: {said}" in caplog.text
+    assert refused == [{"error": said}]
