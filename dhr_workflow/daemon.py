@@ -35,8 +35,9 @@ from sqlalchemy import func, select
 from dhr_workflow import audit, db, engine, logs, outbox
 from dhr_workflow.config import Settings
 from dhr_workflow.errors import UserError
-from dhr_workflow.models import AuditEvent
+from dhr_workflow.models import AuditEvent, Review
 from dhr_workflow.ruleset import RuleSet, trigger
+from dhr_workflow.targets import ANCHOR_OPTION
 from dhr_workflow.templates import Templates
 from dhr_workflow.transports import make_transport
 from dhr_workflow.web import Health, Metrics, create_app
@@ -143,8 +144,10 @@ class Daemon:
             result = engine.evaluate(session, self.ruleset, ctx, only=only, render=False)
             enqueued = len(engine.commit(session, result, ctx, actor=ACTOR).messages)
             gaps = _new_gaps(session, head, ctx.at)
+            refs = _review_refs(session, gaps)
         for gap in gaps:  # once each: commit audits a gap once, and only that is logged
-            log.warning("%s", describe_gap(gap))
+            for line in describe_gap(gap, refs):
+                log.warning("%s", line)
         return enqueued
 
     async def _send(self) -> None:
@@ -350,20 +353,32 @@ def _new_gaps(session: Any, head: int, at: dt.datetime) -> list[dict[str, Any]]:
     return [json.loads(e.data) for e in rows if e.at == at]
 
 
-def describe_gap(gap: dict[str, Any]) -> str:
-    """One log line for a gap: which rule could not tell whom, about what, and what to do."""
+def _review_refs(session: Any, gaps: list[dict[str, Any]]) -> dict[int, str]:
+    """Review ids to refs for the reviews the gaps name: people know a review by its ref."""
+    ids = {i for gap in gaps for i in gap.get("review_ids") or []}
+    if not ids:
+        return {}
+    return dict(session.execute(select(Review.id, Review.ref).where(Review.id.in_(ids))).all())
+
+
+def describe_gap(gap: dict[str, Any], refs: dict[int, str]) -> list[str]:
+    """A gap as log lines that say what closes it (the tick command's wording): the review
+    date a rule counts from, review by review, or the contact nobody is."""
     rule, role = gap.get("rule"), str(gap.get("role"))
-    actions, reviews = gap.get("actions") or [], gap.get("review_ids") or []
-    about = f"action(s) {_ids(actions)}" if actions else f"review(s) {_ids(reviews)}"
-    if role.startswith("review."):  # a rule counted from a review date nobody has set
-        return (
-            f"gap: rule {rule} cannot start for {about}: {role} is not set "
-            "(`dhr-workflow reviews set REF ...`)"
-        )
-    return (
-        f"gap: rule {rule}: nobody is {role} for {about}; nobody was told "
-        "(add or correct a contact; `dhr-workflow contacts gaps` lists them)"
-    )
+    reviews = [refs.get(i, f"id {i}") for i in gap.get("review_ids") or []]
+    option = ANCHOR_OPTION.get(role.removeprefix("review."))
+    if option is not None:
+        return [
+            f"gap: rule {rule}: review {ref} has no {option.removeprefix('--')} date: set it "
+            f"with dhr-workflow reviews set {ref} {option} DATE"
+            for ref in reviews
+        ]
+    actions = gap.get("actions") or []
+    who = f"actions {_ids(actions)}" if actions else f"reviews {_ids(reviews)}"
+    return [
+        f"gap: rule {rule}: nobody is {role} for {who}, so nobody was told "
+        "(add one with `dhr-workflow contacts add` or `contacts import`)"
+    ]
 
 
 def _ids(ids: list[Any], most: int = 20) -> str:

@@ -420,10 +420,10 @@ def test_each_new_gap_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFi
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gap: ")]
     assert len(gaps) == len(lines) == 2, lines
     assert sorted(lines) == [
-        "gap: rule deadline: nobody is agency.manager for action(s) 1; nobody was told "
-        "(add or correct a contact; `dhr-workflow contacts gaps` lists them)",
-        "gap: rule six-monthly-report cannot start for review(s) 1: review.plan_agreed_on is "
-        "not set (`dhr-workflow reviews set REF ...`)",
+        "gap: rule deadline: nobody is agency.manager for actions 1, so nobody was told "
+        "(add one with `dhr-workflow contacts add` or `contacts import`)",
+        "gap: rule six-monthly-report: review R1 has no plan-agreed date: set it with "
+        "dhr-workflow reviews set R1 --plan-agreed DATE",
     ]
 
 
