@@ -1,4 +1,5 @@
-"""An outbox row as an RFC 5322 message: multipart/alternative (text + HTML), calendar parts.
+"""An outbox row as an RFC 5322 message: multipart/alternative (text + HTML), calendar parts,
+and any files attached (the partnership report's PDF).
 
 The outbox row already holds the finished subject and bodies (rendered at enqueue); this only
 assembles them with the headers automated mail must carry.
@@ -10,6 +11,8 @@ import datetime as dt
 import email.policy
 import json
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -42,7 +45,23 @@ class _Headers(HeaderRegistry):
 POLICY = email.policy.default.clone(header_factory=_Headers())
 
 
-def build(note: Notification, *, mail_from: str, now: dt.datetime) -> EmailMessage:
+@dataclass(frozen=True)
+class Attachment:
+    """A file a message carries (the scheduled partnership report's PDF)."""
+
+    filename: str
+    content: bytes
+    maintype: str = "application"
+    subtype: str = "pdf"
+
+
+def build(
+    note: Notification,
+    *,
+    mail_from: str,
+    now: dt.datetime,
+    attachments: Sequence[Attachment] = (),
+) -> EmailMessage:
     msg = EmailMessage(policy=POLICY)
     msg["From"] = Address(display_name="DHR action plans", addr_spec=mail_from)
     msg["To"] = ", ".join(clean_header(a, 320) for a in note.to_addrs)
@@ -69,6 +88,13 @@ def build(note: Notification, *, mail_from: str, now: dt.datetime) -> EmailMessa
             filename=f"action-{n}.ics",
             params={"method": method},
             disposition="inline",
+        )
+    for attached in attachments:
+        msg.add_attachment(
+            attached.content,
+            maintype=attached.maintype,
+            subtype=attached.subtype,
+            filename=clean_header(attached.filename, 100),
         )
     return msg
 

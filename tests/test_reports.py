@@ -527,3 +527,41 @@ def test_a_report_holds_only_what_the_person_may_see(site: Site) -> None:
 def _pdf_bytes_text(body: bytes) -> str:
     with pdfplumber.open(io.BytesIO(body)) as pdf:
         return "\n".join(page.extract_text() or "" for page in pdf.pages)
+
+
+# --- the partnership report email's attachment -------------------------------------------------
+
+
+def test_the_partnership_report_pdf_is_attached_within_its_cap(
+    history: tuple[History, Truth], store: db.Store
+) -> None:
+    from email import message_from_bytes
+
+    from dhr_workflow import messages
+    from dhr_workflow.models import Notification
+    from dhr_workflow.reports.attach import partnership_report_pdf
+
+    facts = {"review": "WCA", "as_of": AS_OF, "since": SINCE, "tz": LONDON,
+             "partnership": "Westshire CSP", "marking": "OFFICIAL-SENSITIVE"}  # fmt: skip
+    with store.reading() as s:
+        small = partnership_report_pdf(s, **facts, limit_mb=5)
+        capped = partnership_report_pdf(s, **facts, limit_mb=0.01)
+    assert small.attachment is not None and small.attachment.content.startswith(b"%PDF")
+    assert small.attachment.filename == "dhr-report-WCA-2024-07-01.pdf"
+    assert small.line.startswith("The full report is attached (dhr-report-WCA-2024-07-01.pdf, ")
+    assert capped.attachment is None and "larger than the 0.01 MB" in capped.line
+    note = Notification(
+        template="partnership_report", to_addrs=["chris@csp.example.org"], cc_addrs=[],
+        subject="Progress report", text_body="Hello\n", html_body="<p>Hello</p>",
+        message_id="<x@dhr-workflow>",
+    )  # fmt: skip
+    built = messages.build(note, mail_from="dhr@example.org", now=_at(AS_OF),
+                           attachments=[small.attachment])  # fmt: skip
+    parsed = message_from_bytes(built.as_bytes())
+    parts = [(p.get_content_type(), p.get_filename()) for p in parsed.walk()]
+    assert ("application/pdf", "dhr-report-WCA-2024-07-01.pdf") in parts
+    assert ("text/plain", None) in parts and ("text/html", None) in parts
+    assert (
+        messages.build(note, mail_from="dhr@example.org", now=_at(AS_OF)).get_content_type()
+        == "multipart/alternative"
+    )  # unchanged without attachments

@@ -9,11 +9,20 @@ pdf.py     the HTML laid out by WeasyPrint
 xlsx.py    the spreadsheet (openpyxl, write-only)
 csv.py     the action rows in the schema of docs/report-schema.md
 build.py   one review at a time into the writer of the format; the file put in place whole
+attach.py  the PDF the scheduled partnership report email carries, within its size cap
 """
 
 from __future__ import annotations
 
-from dhr_workflow.reports.build import FAMILY_FORMATS, FORMATS, MEDIA_TYPES, Built, record, write
+from dhr_workflow.reports.build import (
+    FAMILY_FORMATS,
+    FORMATS,
+    MEDIA_TYPES,
+    Built,
+    file_name,
+    record,
+    write,
+)
 from dhr_workflow.reports.data import Request, default_since, scope_words
 
 __all__ = [
@@ -23,6 +32,7 @@ __all__ = [
     "Built",
     "Request",
     "default_since",
+    "file_name",
     "record",
     "scope_words",
     "write",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +96,12 @@ def writer_for(
     if req.review is None:
         return pdf.ManyWriter(path, meta, req)
     return pdf.SingleWriter(path, meta, req)
+
+
+def file_name(ref: str | None, fmt: str, day: dt.date) -> str:
+    """A download's name: dhr-report-WCA-2024-07-01.pdf (all-reviews for --all)."""
+    what = re.sub(r"[^A-Za-z0-9_-]+", "-", ref).strip("-") if ref else "all-reviews"
+    return f"dhr-report-{what or 'review'}-{day.isoformat()}.{fmt}"
 
 
 def check_format(fmt: str, req: Request) -> None:

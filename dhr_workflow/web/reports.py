@@ -8,7 +8,6 @@ exist. Each report made is audited (``report.generate``, the person as actor).
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,18 +44,13 @@ def routes(web: Web) -> list[Route]:
     return [Route("/report", download)]
 
 
-def file_name(ref: str | None, fmt: str, day: object) -> str:
-    what = re.sub(r"[^A-Za-z0-9_-]+", "-", ref).strip("-") if ref else "all-reviews"
-    return f"dhr-report-{what or 'review'}-{day}.{fmt}"
-
-
 def _build(web: Web, person: Principal, ref: str | None, fmt: str) -> tuple[Path, str]:
     today = web.today()
     req = reports.Request(
         ref, today, reports.default_since(today), web.settings.tz, scope=person.scope
     )
     folder = Path(tempfile.mkdtemp(prefix="dhr-report-"))
-    name = file_name(ref, fmt, today)
+    name = reports.file_name(ref, fmt, today)
     try:
         with web.store.reading() as s:
             reports.write(
