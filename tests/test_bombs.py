@@ -48,7 +48,9 @@ ladders:
 
 @contextmanager
 def measured(limit_mb: float, seconds: float) -> Iterator[None]:
-    """The block's peak Python memory (tracemalloc) and wall time stay under the limits."""
+    """The block's peak Python memory (tracemalloc) and wall time stay under the limits. The
+    times leave room for a busy machine (tracemalloc itself slows allocation): what they
+    catch is a bomb that runs on for minutes."""
     tracemalloc.start()
     started = time.monotonic()
     try:
@@ -74,7 +76,7 @@ def _rules(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
 def test_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
     assert len(ALIAS_BOMB) < 700
     rules = _rules(tmp_path, ALIAS_BOMB, "bomb.yaml")
-    with measured(limit_mb=20, seconds=2), pytest.raises(InvalidInput) as caught:
+    with measured(limit_mb=20, seconds=5), pytest.raises(InvalidInput) as caught:
         load_dir(rules, tz=LONDON)
     assert str(caught.value) == (
         "rules/bomb.yaml:5: refused: its aliases expand to more than 20000 values "
@@ -92,7 +94,7 @@ def test_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
     ids=["flow sequences", "block sequences", "flow mappings"],
 )
 def test_deep_nesting_is_one_line_not_a_traceback(tmp_path: Path, text: str) -> None:
-    with measured(limit_mb=20, seconds=2), pytest.raises(InvalidInput) as caught:
+    with measured(limit_mb=20, seconds=5), pytest.raises(InvalidInput) as caught:
         load_dir(_rules(tmp_path, text, "deep.yaml"), tz=LONDON)
     assert str(caught.value).startswith("rules/deep.yaml:")
     assert str(caught.value).endswith(": refused: nested more than 50 levels deep")
@@ -190,7 +192,7 @@ def test_template_bombs_are_stopped_at_rules_check(
     tmp_path: Path, template: str, message: str
 ) -> None:
     rules, templates = _bomb(tmp_path, template)
-    with measured(limit_mb=40, seconds=3), pytest.raises(InvalidInput) as caught:
+    with measured(limit_mb=40, seconds=5), pytest.raises(InvalidInput) as caught:
         load_rules(rules, templates, LONDON)
     line = str(caught.value)
     assert "\n" not in line
@@ -208,7 +210,7 @@ def test_render_time_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
         "{{ f(40) }}",
     )
-    with measured(limit_mb=20, seconds=2), pytest.raises(InvalidInput, match=r"0\.3 s to render"):
+    with measured(limit_mb=20, seconds=3), pytest.raises(InvalidInput, match=r"0\.3 s to render"):
         load_rules(rules, templates, LONDON)
 
 
@@ -307,10 +309,14 @@ def test_spreadsheet_is_read_from_the_cells_it_has(
 ) -> None:
     import json
 
+    from dhr_workflow.importer import read_plan
+
     path = make(tmp_path / "plan.xlsx")
     assert path.stat().st_size < 10_000
-    with measured(limit_mb=20, seconds=0.5):
-        result = cli("import", str(path), "--review", "X1", "--json")
+    with measured(limit_mb=20, seconds=0.5):  # it was minutes (one far cell) or a second
+        _, plan = read_plan(path)
+    assert len(plan.rows) == 1
+    result = cli("import", str(path), "--review", "X1", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["created"] == 1
