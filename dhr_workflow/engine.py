@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, aliased
 from dhr_workflow import audit, calendar, links
 from dhr_workflow.durations import latest_fire_time, parse_cron, slot_key
 from dhr_workflow.errors import InvalidInput, TimeWentBack
+from dhr_workflow.messages import Attachment
 from dhr_workflow.models import (
     CLOSED_STATUSES,
     Action,
@@ -99,6 +100,7 @@ class Message:
     first: set[int] = field(default_factory=set)
     links: list[links.NewLink] = field(default_factory=list)  # stored when enqueued
     reply_to: str | None = None  # the review's coordinator
+    attachment: Attachment | None = None  # the partnership report's PDF
 
     @property
     def action_ids(self) -> list[int]:
@@ -164,6 +166,9 @@ class Context:
     mail_from: str = "dhr-workflow@localhost"  # the ORGANIZER of calendar invitations
     # Where people reach the web app: links in messages start with it (none without it).
     base_url: str | None = None
+    # The partnership report's PDF goes with its email up to this size (0: never attached).
+    report_attach_mb: float = 0.0
+    report_marking: str = ""
 
     @property
     def today(self) -> dt.date:
@@ -730,13 +735,36 @@ def _render_reports(
     for start in range(0, len(reports), REVIEW_CHUNK):
         chunk = reports[start : start + REVIEW_CHUNK]
         summaries = review_contexts(session, chunk, ctx)
+        pdfs: dict[str, Any] = {}  # one PDF per review, however many get its report
         for msg in chunk:
             summary = summaries[id(msg)]
             msg.review = summary["review"]["ref"]
+            if msg.template == REPORT_TEMPLATE and ctx.report_attach_mb > 0:
+                attached = _report_pdf(session, msg, ctx, pdfs)
+                msg.attachment = attached.attachment
+                summary = summary | {"attachment_line": attached.line}
             if msg.template in FAMILY_SAFE:
                 summary = family_safe(summary)
             common = _common(msg, ctx, directory)
             _set_rendered(msg, ctx.templates.render(msg.template, common | summary))
+
+
+REPORT_TEMPLATE = "partnership_report"
+
+
+def _report_pdf(session: Session, msg: Message, ctx: Context, made: dict[str, Any]) -> Any:
+    """The review's PDF report (as `report --review REF --format pdf` writes it) for its
+    report email, made once per review and tick; larger than allowed: a sentence instead."""
+    from dhr_workflow.reports.attach import partnership_report_pdf  # WeasyPrint: load late
+
+    ref = msg.review or ""
+    if ref not in made:
+        made[ref] = partnership_report_pdf(
+            session, review=ref, as_of=ctx.today, since=_since(msg, ctx.today), tz=ctx.tz,
+            partnership=ctx.partnership, marking=ctx.report_marking,
+            limit_mb=ctx.report_attach_mb,
+        )  # fmt: skip
+    return made[ref]
 
 
 # Messages rendered (and, in commit, written and let go) at a time: the rows they list and
@@ -959,6 +987,7 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
         audit.record_many(session, now=now, actor=actor, events=events)
         for msg in mine:
             msg.links = []  # stored (hashed) with the message; the secrets go no further
+            msg.attachment = None  # in the outbox row
             if id(msg) in lazy:
                 msg.rendered = None  # the outbox row holds the bodies now
         kept += mine
@@ -1138,6 +1167,8 @@ def _enqueued(session: Session, msg: Message, ctx: Context) -> tuple[str, str, d
         calendar=_invitations(session, msg, ctx),
         message_id=f"<{uuid.uuid4().hex}@dhr-workflow>",
         reply_to=msg.reply_to,
+        attachment_name=msg.attachment.filename if msg.attachment else None,
+        attachment=msg.attachment.content if msg.attachment else None,
         state="pending",
         attempts=0,
         next_attempt_at=ctx.at,

@@ -89,7 +89,12 @@ def build(
             params={"method": method},
             disposition="inline",
         )
-    for attached in attachments:
+    kept = (
+        [Attachment(note.attachment_name or "attachment.pdf", note.attachment)]
+        if note.attachment
+        else []
+    )
+    for attached in (*kept, *attachments):
         msg.add_attachment(
             attached.content,
             maintype=attached.maintype,

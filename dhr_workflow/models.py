@@ -276,6 +276,9 @@ class Notification(Base):
     text_body: Mapped[str] = mapped_column(Text, nullable=False)
     html_body: Mapped[str | None] = mapped_column(Text)
     calendar: Mapped[str | None] = mapped_column(Text)
+    # A PDF the message carries (the partnership report's), kept with it like its bodies.
+    attachment_name: Mapped[str | None] = mapped_column(String(200))
+    attachment: Mapped[bytes | None] = mapped_column(LargeBinary)
     message_id: Mapped[str] = mapped_column(String(300), unique=True, nullable=False)
     # The review's coordinator: people answer a reminder by replying to it.
     reply_to: Mapped[str | None] = mapped_column(String(320))

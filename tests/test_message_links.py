@@ -223,3 +223,46 @@ def test_a_progress_note_counts_as_an_update_for_the_stale_actions_rule(
         result = engine.evaluate(s, ruleset, ctx, only=["stale-actions"])
     stale = {a for m in result.messages for a in m.action_ids}
     assert stale == {ids["b"]}  # 90 days without an update; a's note was 52 days ago
+
+
+def test_the_partnership_report_carries_its_pdf_within_the_limit(
+    store: db.Store, rules: Any, world: Any
+) -> None:
+    world(a=("Police", D(2023, 11, 15), "open"))
+    ruleset, templates = rules
+
+    def report(limit: float) -> tuple[Notification, EmailMessage]:
+        ctx = engine.Context(
+            at(D(2023, 12, 1)), LONDON, "england", templates, "Safer Example", "dhr@example.org",
+            BASE, report_attach_mb=limit, report_marking="OFFICIAL-SENSITIVE",
+        )  # fmt: skip
+        with store.reading() as s:
+            result = engine.evaluate(s, ruleset, ctx, only=["six-monthly-report"])
+        with store.transaction() as s:
+            engine.commit(s, result, ctx, actor="daemon")
+        return next((n, m) for n, m in _outbox(store) if n.template == "partnership_report")
+
+    note, message = report(5.0)
+    [pdf] = [p for p in message.iter_attachments() if p.get_content_type() == "application/pdf"]
+    content = pdf.get_content()
+    assert content.startswith(b"%PDF")
+    assert pdf.get_filename() == note.attachment_name
+    assert "The full report is attached" in _text(message)
+    family = [m for n, m in _outbox(store) if n.template == "family_update"]
+    assert family and all(not list(m.iter_attachments()) for m in family)
+
+
+def test_a_report_too_large_to_attach_says_where_to_get_it(
+    store: db.Store, rules: Any, world: Any
+) -> None:
+    world(a=("Police", D(2023, 11, 15), "open"))
+    ruleset, templates = rules
+    ctx = engine.Context(
+        at(D(2023, 12, 1)), LONDON, "england", templates, None, "dhr@example.org", BASE,
+        report_attach_mb=0.001,
+    )  # fmt: skip
+    with store.transaction() as s:
+        engine.commit(s, engine.evaluate(s, ruleset, ctx), ctx, actor="daemon")
+    [message] = [m for n, m in _outbox(store) if n.template == "partnership_report"][:1]
+    assert not [p for p in message.iter_attachments() if p.get_content_type() == "application/pdf"]
+    assert "is larger than the 0.001 MB this partnership attaches" in _text(message)
