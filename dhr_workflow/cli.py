@@ -470,6 +470,8 @@ def tick(
         settings.partnership,
         settings.mail_from,
         settings.public_base_url,
+        report_attach_mb=settings.report_attach_mb,
+        report_marking=settings.report_marking,
     )
     store = app.store()
     with store.reading() if dry_run else store.transaction() as s:

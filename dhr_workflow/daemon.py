@@ -29,12 +29,13 @@ from typing import Any
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
 
 from dhr_workflow import audit, db, engine, logs, outbox
 from dhr_workflow.config import Settings
-from dhr_workflow.errors import UserError
+from dhr_workflow.errors import TimeWentBack, UserError
 from dhr_workflow.models import AuditEvent, Review
 from dhr_workflow.ruleset import RuleSet, trigger
 from dhr_workflow.targets import ANCHOR_OPTION
@@ -45,6 +46,7 @@ from dhr_workflow.web import server as http_server
 
 log = logging.getLogger("dhr_workflow.daemon")
 ACTOR = "daemon"
+REPLICA_SKEW = 300  # seconds: replicas' ticks of one rule this close are the same run
 JOB_TIMEOUT = 600  # seconds: a hung job must not block the next runs
 
 
@@ -87,6 +89,12 @@ class Daemon:
         self.scheduler.add_job(
             self._tick, IntervalTrigger(minutes=15), args=[["calendar"]], id="rule:calendar"
         )
+        self.scheduler.add_job(
+            self._anchor,
+            CronTrigger(hour=6, minute=5, timezone=self.settings.tz),
+            id="audit-anchor",
+            replace_existing=True,
+        )
         self.health.rules_loaded_at = dt.datetime.now(dt.UTC).isoformat()
 
     async def _tick(self, only: list[str] | None) -> None:
@@ -111,6 +119,13 @@ class Daemon:
                 log.warning("tick %s still running after %d s", name, JOB_TIMEOUT)
                 await asyncio.wait({work})
             enqueued = work.result()
+        except TimeWentBack as exc:
+            # Another replica ticked this rule a moment later and committed first (it sent
+            # what this run would have): nothing lost. Longer behind is a clock set back, or a
+            # `tick --at` in the future: said, since the rule sends nothing until time catches up.
+            if exc.behind > REPLICA_SKEW:
+                log.warning("tick %s: %s", name, exc)
+            return
         except Exception as exc:  # a job never dies silently: logged, audited, shown
             await asyncio.to_thread(self._job_failed, f"tick:{name}", exc)
             return
@@ -136,6 +151,8 @@ class Daemon:
             s.partnership,
             s.mail_from,
             s.public_base_url,
+            report_attach_mb=s.report_attach_mb,
+            report_marking=s.report_marking,
         )
         with self.store.transaction() as session:
             head = session.scalar(select(func.max(AuditEvent.seq))) or 0
@@ -149,6 +166,28 @@ class Daemon:
             for line in describe_gap(gap, refs):
                 log.warning("%s", line)
         return enqueued
+
+    async def _anchor(self) -> None:
+        try:
+            await asyncio.to_thread(self._anchor_sync)
+        except Exception as exc:
+            await asyncio.to_thread(self._job_failed, "audit-anchor", exc)
+
+    def _anchor_sync(self) -> None:
+        """The audit log's head, daily, outside the database: in the log (syslog or journald
+        keeps it) and appended to DHR_AUDIT_ANCHOR_FILE when set."""
+        with self.store.reading() as s:
+            head = audit.head(s)
+        if head is None:
+            return
+        anchor = audit.Anchor(head.seq, head.hash, dt.datetime.now(dt.UTC).isoformat())
+        where = self.settings.audit_anchor_file
+        if where is not None:
+            audit.write_anchor(where, anchor)
+        log.info(
+            "audit anchor: event #%d, hash %s%s",
+            anchor.seq, anchor.hash, f", appended to {where}" if where else "",
+        )  # fmt: skip
 
     async def _send(self) -> None:
         async with self.sending:  # SIGTERM waits for this: an in-flight send finishes

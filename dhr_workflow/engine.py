@@ -1028,7 +1028,8 @@ def _move_marks(session: Session, rules: list[str], at: dt.datetime) -> None:
         raise TimeWentBack(
             f"tick at {at.isoformat()} is earlier than the last committed tick of rule {rule} "
             f"({mark.isoformat()}): time only moves forward, so nothing was sent; "
-            "use --dry-run to see what it would have sent"
+            "use --dry-run to see what it would have sent",
+            behind=(mark - at).total_seconds(),
         )
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(TickMark).values([{"rule_id": r, "at": at} for r in rules])

@@ -36,4 +36,6 @@ class SchemaOutOfDate(UserError):
 
 
 class TimeWentBack(UserError):
-    pass
+    def __init__(self, message: str, *, behind: float = 0.0) -> None:
+        super().__init__(message)
+        self.behind = behind  # seconds between the tick's time and the later mark
