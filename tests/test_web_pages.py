@@ -430,3 +430,16 @@ def test_review_refs_that_are_not_addresses_are_refused(cli: CliFn, site: Site) 
         assert refused.exit_code == 2, ref
         assert "a review ref cannot contain" in refused.stderr
     assert cli("reviews", "add", "BDHR2012/13-04", "--title", "T").exit_code == 0
+
+
+def test_the_preview_shows_what_the_reader_warns_about(site: Site, cat: TestClient) -> None:
+    plan = (
+        b"Recommendation,Action,Lead Agency,Target date\n"
+        + "1,Brief Zoë's team,Police,May 2024\n".encode()
+        + "2,Fund £500 of training,Police,June 2024\n".encode("cp1252")
+    )
+    uploaded = _upload(cat, "M1", "mixed.csv", plan)
+    assert uploaded.status_code == 303
+    preview = cat.get(uploaded.headers["location"]).text
+    assert "Check the file" in preview
+    assert "read as Windows-1252" in html.unescape(preview)

@@ -53,15 +53,18 @@ def routes(web: Web) -> list[Route]:
     misses = MissLimiter(limit=MISS_LIMIT, window=MISS_WINDOW)
 
     async def act(request: Request) -> Response:
+        # A valid link is always served: everyone behind one council NAT shares an address,
+        # and one person's mistyped links must not lock the others out. Only misses count.
         client = request.client.host if request.client else "?"
-        if misses.blocked(client, web.now().timestamp()):
-            page = web.page(request, "act/too_many.html", 429, title="Too many attempts")
-            page.headers["Retry-After"] = str(int(MISS_WINDOW))
-            return page
         form = await web.form(request) if request.method == "POST" else None
         shown = await web.run(_show, web, request.path_params["token"], form)
         if shown is None:
-            misses.record(client, web.now().timestamp())
+            now = web.now().timestamp()
+            misses.record(client, now)
+            if misses.blocked(client, now):
+                page = web.page(request, "act/too_many.html", 429, title="Too many attempts")
+                page.headers["Retry-After"] = str(int(MISS_WINDOW))
+                return page
             return web.page(request, "act/unknown.html", 404, title="Page not found")
         return web.page(request, shown.template, shown.status, **shown.context)
 

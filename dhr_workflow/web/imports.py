@@ -180,6 +180,7 @@ def _preview(web: Web, upload_id: str) -> dict[str, Any]:
             "upload": row,
             "report": report,
             "format": parsed[1].format,
+            "warnings": parsed[1].warnings,
             "review": review,
             "plan_title": (review.title if review else None) or plan_title or row.review_ref,
             "new_agencies": new_agencies,
