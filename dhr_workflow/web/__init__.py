@@ -9,6 +9,7 @@ dashboard.py, reviews.py, actions.py, directory.py, imports.py, upcoming.py
 reports.py    /report: the board report as a download
 feeds.py      /feeds/<token>.ics
 ops.py        /healthz, /metrics
+server.py     the HTTP server's connection cap and read timeout (on uvicorn's h11 protocol)
 """
 
 from __future__ import annotations
