@@ -262,7 +262,8 @@ def reviews_add(app: App, /, ref: str, title: str, **dates: Any) -> None:
     """Add a review with reference REF."""
     with app.store().transaction() as s:
         review = reviews.add(s, ref, title, now=app.now(), actor=app.actor, **_review_fields(dates))
-        click.echo(f"added review {review.ref}")
+        said = f"added review {review.ref}"
+    click.echo(said)
 
 
 @reviews_group.command("set")
@@ -604,9 +605,8 @@ def feeds_create(
             now=app.now(),
             actor=app.actor,
         )
-        click.echo(
-            f"feed {created.token.id}: {app.settings.public_base_url}/feeds/{created.secret}.ics"
-        )
+        said = f"feed {created.token.id}: {app.settings.public_base_url}/feeds/{created.secret}.ics"
+    click.echo(said)
 
 
 @feeds_group.command("list")
@@ -800,9 +800,8 @@ def agencies_rename(app: App, /, agency: str, new_name: str) -> None:
         found = agencies.resolve(s, agency)
         old = found.name
         agencies.rename(s, found, new_name, now=app.now(), actor=app.actor)
-        click.echo(
-            f"agency {found.id}: {old!r} is now {found.name!r} (the old name still finds it)"
-        )
+        said = f"agency {found.id}: {old!r} is now {found.name!r} (the old name still finds it)"
+    click.echo(said)
 
 
 @agencies_group.command("merge")
@@ -816,11 +815,12 @@ def agencies_merge(app: App, /, source: str, into: str) -> None:
         src, dst = agencies.resolve(s, source), agencies.resolve(s, into)
         name = src.name
         result = agencies.merge(s, src, dst, now=app.now(), actor=app.actor)
-        click.echo(
+        said = (
             f"merged {name} into {dst.name}: {result.actions} action(s), "
             f"{result.contacts} contact(s) ({result.deactivated} deactivated as duplicates), "
             f"{result.aliases} spelling(s) moved"
         )
+    click.echo(said)
 
 
 @agencies_group.command("alias")
@@ -832,7 +832,8 @@ def agencies_alias(app: App, /, agency: str, alias: str) -> None:
     with app.store().transaction() as s:
         found = agencies.resolve(s, agency)
         key = agencies.add_alias(s, found, alias, now=app.now(), actor=app.actor)
-        click.echo(f"agency {found.id} ({found.name}) is now also found as {alias!r} ({key})")
+        said = f"agency {found.id} ({found.name}) is now also found as {alias!r} ({key})"
+    click.echo(said)
 
 
 @main.group("contacts")
@@ -895,7 +896,8 @@ def contacts_add(app: App, /, **fields: Any) -> None:
     """Add one contact (checked like an imported row)."""
     with app.store().transaction() as s:
         contact = contacts.add(s, contacts.ContactInput(**fields), now=app.now(), actor=app.actor)
-        click.echo(f"contact {contact.id} added: {_who(contacts.describe(contact))}")
+        said = f"contact {contact.id} added: {_who(contacts.describe(contact))}"
+    click.echo(said)
 
 
 @contacts_group.command("update")
@@ -930,10 +932,11 @@ def contacts_deactivate(app: App, /, contact_id: int) -> None:
     """Stop sending to a contact (kept, because the audit log names it)."""
     with app.store().transaction() as s:
         contact = contacts.deactivate(s, contact_id, now=app.now(), actor=app.actor)
-        click.echo(
+        said = (
             f"contact {contact.id} deactivated, receives nothing from now on: "
             f"{_who(contacts.describe(contact))}"
         )
+    click.echo(said)
 
 
 @contacts_group.command("reactivate")
@@ -943,7 +946,8 @@ def contacts_reactivate(app: App, /, contact_id: int) -> None:
     """Send to a deactivated contact again."""
     with app.store().transaction() as s:
         contact = contacts.reactivate(s, contact_id, now=app.now(), actor=app.actor)
-        click.echo(f"contact {contact.id} reactivated: {_who(contacts.describe(contact))}")
+        said = f"contact {contact.id} reactivated: {_who(contacts.describe(contact))}"
+    click.echo(said)
 
 
 @contacts_group.command("gaps")
@@ -1168,9 +1172,8 @@ def actions_update(app: App, /, action_id: int, **options: Any) -> None:
             s, action_id, change, today=app.today(), now=app.now(), actor=app.actor
         )
         flag = "; needs review" if action.needs_review else ""
-        click.echo(
-            f"action {action.id}: {action.status}, due {_d(action.due_date) or 'none'}{flag}"
-        )
+        said = f"action {action.id}: {action.status}, due {_d(action.due_date) or 'none'}{flag}"
+    click.echo(said)
 
 
 # --- audit -----------------------------------------------------------------------------------

@@ -182,6 +182,31 @@ def test_an_anchor_shows_the_newest_events_were_removed(
     assert "is gone" in caught.stderr
 
 
+def test_an_anchor_catches_a_chain_rewritten_and_rehashed(
+    cli: CliFn, unguarded: db.Store, tmp_path: Path
+) -> None:
+    """The attacker with DDL rights drops an event from the middle, renumbers the rest and
+    recomputes every hash: the chain checks out on its own, the anchor taken before does not."""
+    anchors = tmp_path / "anchors.jsonl"
+    for ref in ("R1", "R2", "R3"):
+        assert cli("reviews", "add", ref, "--title", "T").exit_code == 0
+    assert cli("audit", "anchor", "--file", str(anchors)).exit_code == 0
+    with unguarded.transaction() as s:
+        doomed = s.scalars(select(AuditEvent).where(AuditEvent.subject == "review:R2")).one()
+        s.delete(doomed)
+        s.flush()
+        prev = audit.GENESIS
+        for seq, ev in enumerate(s.scalars(select(AuditEvent).order_by(AuditEvent.seq)), 1):
+            ev.seq, ev.prev_hash = seq, prev
+            ev.hash = audit._event_hash(prev, seq, ev.at, ev.actor, ev.kind, ev.subject, ev.data)
+            prev = ev.hash
+            s.flush()
+    assert cli("audit", "verify").exit_code == 0  # the rewrite is self-consistent
+    caught = cli("audit", "verify", "--anchors", str(anchors))
+    assert caught.exit_code == 1
+    assert "anchored at" in caught.stderr
+
+
 def test_anchor_needs_a_file_and_reads_only_anchor_lines(cli: CliFn, tmp_path: Path) -> None:
     assert cli("reviews", "add", "R1", "--title", "T").exit_code == 0
     missing = cli("audit", "anchor")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine.default import DefaultDialect
 
 from dhr_workflow import db
 from dhr_workflow.models import AuditEvent, Contact
@@ -758,3 +759,67 @@ def test_missing_contact_names_the_review_by_ref(cli: CliFn) -> None:
         "gap: rule six-monthly-report: nobody is partnership.chair for review WCA (add one "
         "with `dhr-workflow contacts add` or `contacts import`)"
     ) in result.stdout.splitlines()
+
+
+# --- a commit that fails -----------------------------------------------------------------------
+
+PROBATION = "HM Prison & Probation Service"
+BOARD = "Bi-Borough VAWG Strategic Board"
+
+
+@pytest.mark.parametrize(
+    ("args", "claim"),
+    [
+        (["reviews", "add", "NEW1", "--title", "Case New"], "added review"),
+        (["feeds", "create", "--review", "WCA"], "/feeds/"),
+        (["actions", "update", "{action}", "--status", "completed"], "completed"),
+        (["agencies", "rename", PROBATION, "Probation Service"], "is now"),
+        (["agencies", "alias", PROBATION, "Probation Delivery Unit"], "also found"),
+        (["agencies", "merge", PROBATION, BOARD], "merged"),
+        (["contacts", "deactivate", "{contact}"], "deactivated"),
+        (["contacts", "reactivate", "{contact}"], "reactivated"),
+        (
+            [
+                "contacts", "add", "--name", "Jo", "--email", "jo@example.org",
+                "--role", "lead", "--agency", BOARD,
+            ],
+            "added",
+        ),
+    ],
+)  # fmt: skip
+def test_nothing_is_said_done_when_the_commit_fails(
+    cli: CliFn,
+    store: db.Store,
+    sample_review: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    claim: str,
+) -> None:
+    """A full disk shows at COMMIT: the command says so in one line and never prints the new
+    state first (issue #15: `actions update` printed it, then failed)."""
+    ids = sample_review()
+    added = cli(
+        "contacts", "add", "--name", "Sam", "--email", "sam@example.org",
+        "--role", "lead", "--agency", PROBATION,
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    with store.reading() as s:
+        contact = s.scalars(select(Contact.id)).one()
+        before = s.scalar(select(func.count()).select_from(AuditEvent))
+    if args[:2] == ["contacts", "reactivate"]:
+        assert cli("contacts", "deactivate", str(contact)).exit_code == 0
+        before += 1
+    argv = [a.format(action=ids["dip"], contact=contact) for a in args]
+
+    def full_disk(dialect: Any, dbapi_connection: Any) -> None:
+        raise dialect.loaded_dbapi.OperationalError("database or disk is full")
+
+    # The driver's own COMMIT fails, as it does on a full disk; SQLAlchemy wraps it as usual.
+    monkeypatch.setattr(DefaultDialect, "do_commit", full_disk)
+    result = cli(*argv)
+    monkeypatch.undo()
+
+    assert claim not in result.stdout, result.stdout
+    assert "disk is full" in _error_line(result)
+    with store.reading() as s:  # and nothing was kept
+        assert s.scalar(select(func.count()).select_from(AuditEvent)) == before
