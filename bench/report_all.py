@@ -1,13 +1,15 @@
 """Benchmark: `dhr-workflow report --all` over N actions in every format (issue #14).
 
     python bench/report_all.py [--sizes 10000,100000] [--formats csv,xlsx,html,pdf]
-                               [--backend sqlite|postgresql]
+                               [--backend sqlite|postgresql] [--runs 3]
 
 Data: ``bench/tick.py``'s store (50 actions a review, 50 agencies, 90% dated, 20% completed)
 plus an ``action.create`` audit event per action, so the trend's replay reads a real log. Each
-report is a fresh ``dhr-workflow report --all`` process; its wall time and its peak resident
-memory (``ru_maxrss`` from wait4) are measured. Bounded memory shows as a peak that does not
-grow with N. Prints a Markdown table (and, with ``--section``, the runner's Section shape).
+report is a fresh ``dhr-workflow report`` process; its wall time and its peak resident memory
+(``ru_maxrss`` from wait4) are measured, medians of ``--runs``. The floor is the same format for
+one review (``--review R0``, 50 actions) on the same store: start-up, imports and a report's
+fixed cost. Bounded memory shows as a peak that stays near the floor's and does not grow with
+N. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
-from bench.report import Section, markdown_table, seconds  # noqa: E402
+from bench.report import Section, markdown_table, median, ratio, seconds  # noqa: E402
 from bench.stores import analyze, bulk_insert, bulk_load, fresh, say  # noqa: E402
 from bench.tick import LONDON, TODAY, populate  # noqa: E402
 from dhr_workflow import db  # noqa: E402
 from dhr_workflow.models import Action, AuditEvent  # noqa: E402
 
-HEADERS = ["backend", "actions", "reviews", "format", "wall time", "peak RSS", "file size"]
+HEADERS = [
+    "backend", "actions", "reviews", "format", "wall time", "one review (floor)", "× floor",
+    "peak RSS", "one review's peak (floor)", "× floor", "file size",
+]  # fmt: skip
 EVENT_COLUMNS = ("seq", "at", "actor", "kind", "subject", "data", "prev_hash", "hash")
 
 
@@ -59,27 +64,37 @@ def _settle(store: db.Store) -> None:
     """As a store in use would be: SQLite's write-ahead log folded into the file (a bulk load
     leaves it as large as the data, and every reader would page through it)."""
     if store.engine.dialect.name == "sqlite":
-        with store.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw = store.engine.raw_connection()  # outside SQLAlchemy's BEGIN: a checkpoint
+        try:  # cannot run inside a transaction
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        finally:
+            raw.close()
     else:
         analyze(store)
 
 
-def run_report(url: str, fmt: str, out: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of one `dhr-workflow report --all` process."""
+def run_report(url: str, fmt: str, out: Path, scope: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one `dhr-workflow report` process."""
     env = {**os.environ, "DHR_DATABASE_URL": url, "DHR_PARTNERSHIP": "Bench CSP"}
-    cmd = [sys.executable, "-m", "dhr_workflow", "report", "--all", "--as-of",
+    cmd = [sys.executable, "-m", "dhr_workflow", "report", *scope, "--as-of",
            TODAY.isoformat(), "--format", fmt, "-o", str(out)]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"report --format {fmt} failed")
+        raise RuntimeError(f"report {' '.join(scope)} --format {fmt} failed")
     return elapsed, usage.ru_maxrss / 1024
 
 
-def measure(backend: str, sizes: list[int], formats: list[str], tmp: str) -> Section:
+def _medians(url: str, fmt: str, out: Path, scope: list[str], runs: int) -> tuple[float, float]:
+    took = [run_report(url, fmt, out, scope) for _ in range(runs)]
+    return median([t for t, _ in took]), median([m for _, m in took])
+
+
+def measure(backend: str, sizes: list[int], formats: list[str], runs: int, tmp: str) -> Section:
+    """Each format: `report --all` beside its floor, `report --review R1` (one review of 50
+    actions: the process, its imports and a report's fixed cost) on the same store."""
     section = Section("report", "Reports: report --all", HEADERS)
     for n in sizes:
         with fresh(backend, f"report-{n}", tmp) as url:
@@ -90,12 +105,16 @@ def measure(backend: str, sizes: list[int], formats: list[str], tmp: str) -> Sec
             store.dispose()
             for fmt in formats:
                 out = Path(tmp) / f"report-{n}.{fmt}"
-                say(f"report: {backend} {n:,} actions, {fmt}")
-                took, peak = run_report(url, fmt, out)
+                say(f"report: {backend} {n:,} actions, {fmt}, {runs} run(s)")
+                one_took, one_peak = _medians(url, fmt, out, ["--review", "R0"], runs)
+                took, peak = _medians(url, fmt, out, ["--all"], runs)
                 size = out.stat().st_size / 1024 / 1024
-                row = [backend, f"{n:,}", f"{max(1, n // 50):,}", fmt, seconds(took)]
-                section.rows.append([*row, f"{peak:.0f} MB", f"{size:.1f} MB"])
-                say(f"  {seconds(took)}, peak {peak:.0f} MB, {size:.1f} MB")
+                section.rows.append([
+                    backend, f"{n:,}", f"{max(1, n // 50):,}", fmt, seconds(took),
+                    seconds(one_took), ratio(took, one_took), f"{peak:.0f} MB",
+                    f"{one_peak:.0f} MB", ratio(peak, one_peak), f"{size:.1f} MB",
+                ])  # fmt: skip
+                say(f"  {seconds(took)} (one review {seconds(one_took)}), peak {peak:.0f} MB")
     return section
 
 
@@ -104,10 +123,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--formats", default="csv,xlsx,html,pdf")
     parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgresql"])
+    parser.add_argument("--runs", type=int, default=3, help="runs per median")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="dhr-bench-report-") as tmp:
-        section = measure(args.backend, sizes, args.formats.split(","), tmp)
+        section = measure(args.backend, sizes, args.formats.split(","), args.runs, tmp)
     print(markdown_table(section.headers, section.rows))
 
 

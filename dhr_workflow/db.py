@@ -44,12 +44,20 @@ def make_engine(url: str, *, create: bool = False, immediate: bool = True) -> En
         _create_private(path)
     elif path is not None and not path.exists():
         raise SchemaOutOfDate(f"no database at {path}; run `dhr-workflow init` first")
-    extra: dict[str, Any] = {"connect_args": {"timeout": 30}}
+    extra: dict[str, Any] = {"connect_args": {"timeout": BUSY_TIMEOUT}}
     if path is not None:
         extra = {"creator": _open_existing(path)}
     engine = create_engine(url, **extra)
     _configure_sqlite(engine, immediate=immediate)
     return engine
+
+
+# How long a SQLite writer waits for the write lock before "database is locked". An import
+# holds the lock from its first write to its commit: about 35 s for 100,000 rows on a 2-core
+# machine (docs/benchmarks.md). The daemon's sender and tick wait in worker threads, so a long
+# wait delays a send but never the HTTP server; failing instead would leave a sent message
+# unrecorded, to be sent again.
+BUSY_TIMEOUT = 120
 
 
 def _open_existing(path: Path) -> Callable[[], sqlite3.Connection]:
@@ -59,7 +67,7 @@ def _open_existing(path: Path) -> Callable[[], sqlite3.Connection]:
 
     def connect() -> sqlite3.Connection:
         # The pool hands connections between threads; a connection is used by one at a time.
-        return sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, check_same_thread=False)
 
     return connect
 
