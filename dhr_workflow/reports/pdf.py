@@ -5,7 +5,8 @@ One review is one document ("Page 3 of 12"). ``--all`` is laid out a review at a
 store of any size never holds more than one review's layout in memory: the cover is laid out
 first to learn its length, each review then starts on the page after the one before ("Page
 N": the total is not known while it is written), the cover is laid out again with the
-contents' page numbers, and pypdf joins the parts.
+contents' page numbers, and the parts are joined a part at a time (``pdfjoin``), each review
+a bookmark.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dhr_workflow.reports import html
+from dhr_workflow.reports import html, pdfjoin
 from dhr_workflow.reports.data import Cover, Request, ReviewReport
 
 
@@ -65,7 +66,7 @@ class ManyWriter:
         self.path, self.req = path, req
         self.meta = dataclasses.replace(meta, numbered_of=False)
         self.work = tempfile.TemporaryDirectory(prefix="dhr-report-")
-        self.parts: list[Path] = []
+        self.parts: list[tuple[Path, str | None]] = []
         self.firsts: list[int] = []
         self.cover: Cover | None = None
         self.next_page = 1
@@ -89,20 +90,13 @@ class ManyWriter:
         path = Path(self.work.name) / f"review-{len(self.parts)}.pdf"
         body = html.review(meta, rep, len(self.parts))
         pages = write_document(html.head(meta) + body + html.tail(meta), path)
-        self.parts.append(path)
+        self.parts.append((path, f"{rep.ref}: {rep.title}"))
         self.firsts.append(self.next_page)
         self.next_page += pages
 
     def finish(self) -> None:
-        from pypdf import PdfWriter
-
         try:
             cover, _ = self._cover(self.firsts)
-            joined = PdfWriter()
-            for part in [cover, *self.parts]:
-                joined.append(str(part))
-            joined.add_metadata({"/Title": self.meta.title})
-            with self.path.open("wb") as fh:
-                joined.write(fh)
+            pdfjoin.join([(cover, "Contents"), *self.parts], self.path, self.meta.title)
         finally:
             self.work.cleanup()
