@@ -112,7 +112,7 @@ def _plausible_single_word(word: str) -> bool:
     # "NHS", "Police", "SafeLives", "Barnardo's", "Catch22": an acronym, an organisation word
     # or a brand written as one; "Leaders" is the tail of a wrapped "Team Leaders".
     return bool(
-        _ACRONYM.match(word)
+        (len(word) > 1 and word.isupper())
         or word.lower().strip(".") in ORGANISATION_WORDS
         or re.search(r"[a-z][A-Z]|\d|['’]", word)
     )

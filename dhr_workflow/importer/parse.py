@@ -397,7 +397,8 @@ class _Parser:
     def _starts_unnumbered(self, lead: str, cells: dict[str, str]) -> bool:
         """A recommendation with no number written: in a section that writes none, a lead cell
         that starts afresh, unless the one above is unfinished (a cell split by a page)."""
-        if self.numbered or not _fresh(lead) or _DEBRIS.match(lead):
+        # A recommendation is a sentence: "R | red | overdue" under a key's header is not one.
+        if self.numbered or not _fresh(lead) or len(lead.split()) < 3:
             return False
         cur = self.current
         if cur is None:
