@@ -251,13 +251,15 @@ class _Parser:
             self._title(flat)
         elif (named := _named_in_heading(flat)) is not None:
             self._enter(names.mend(named), agency=True)
+        elif self._names_table_below(position, flat):  # "Northshire Women's Aid Action Plan"
+            self._enter(names.mend(_HEADING_TAIL.sub("", flat)), agency=True)
         elif _TITLE.search(flat):
             pass
         elif self._precedes_header(position) or (
             # a spreadsheet's section row between the rows of one table
             self.roles is not None and _looks_like_name(flat) and self._precedes_ref(position)
         ):
-            self._enter(_HEADING_TAIL.sub("", flat), agency=True)
+            self._enter(names.mend(_HEADING_TAIL.sub("", flat)), agency=True)
         elif self.current is not None and self.roles is not None:
             self._continue_first_column(line, text)
         if self.roles is None:
@@ -276,6 +278,15 @@ class _Parser:
             self.plan.partnership = others[0].strip()
         elif _PARTNERSHIP.search(self.last_heading) and not _DHR.search(self.last_heading):
             self.plan.partnership = self.last_heading
+
+    def _names_table_below(self, position: int, flat: str) -> bool:
+        name = _HEADING_TAIL.sub("", flat)
+        return (
+            name != flat
+            and not _GENERIC_HEADING.fullmatch(flat)
+            and _looks_like_name(name)
+            and self._precedes_header(position)
+        )
 
     def _is_furniture(self, flat: str) -> bool:
         return flat.lower() in self.furniture or bool(_FOOTER.search(flat))
