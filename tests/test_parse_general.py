@@ -162,6 +162,76 @@ def test_unnumbered_plan_imports_every_action_with_its_agency(cli: CliFn, tmp_pa
     assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 13)
 
 
+UNNUMBERED_CSV = """Recommendation,Action,Owner,Target date
+Northshire Constabulary
+Officers should record the rationale for DASH changes.,Issue guidance,DI Jones,March 2025
+,Audit 20 cases,DS Hall,June 2025
+Neighbourhood teams should visit repeat victims.,Add the visit to the procedure,Insp Lee,July 2025
+Northshire Borough Council
+Housing officers should complete a DASH on every report.,Brief officers,Housing Manager,May 2025
+"""
+
+
+def test_unnumbered_csv_with_section_rows_inside_one_table(cli: CliFn, tmp_path: Path) -> None:
+    path = tmp_path / "plan.csv"
+    path.write_text(UNNUMBERED_CSV, encoding="utf-8")
+    report = _import(cli, path, "CSV1")
+    assert [(a["display_ref"], a["lead_agency"]) for a in report["actions"]] == [
+        ("NC 1", "Northshire Constabulary"),
+        ("NC 1b", "Northshire Constabulary"),
+        ("NC 2", "Northshire Constabulary"),
+        ("NBC 1", "Northshire Borough Council"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "wrapped", "actions"),
+    [
+        # After a header repeated by a page break, a lone cell is the one above, continued.
+        (
+            "Officers should review DASH.",
+            "Page 2 of 5\n" + HEADER + "\nRisk assessments must be recorded.\t\t\t\t",
+            1,
+        ),
+        # The other cells on the row are continuations too (lower case, a bracket).
+        (
+            "Officers should review DASH.",
+            "Risk assessments must be recorded.\tto every shift\t(Police)\t\t",
+            1,
+        ),
+        # The cell above is unfinished: the row continues it, and brings a second action.
+        (
+            "Officers should review DASH when",
+            "Risk assessments must be recorded.\tAudit cases\tDS Hall\tJune 2025\t",
+            2,
+        ),
+    ],
+)
+def test_unnumbered_continuations(first: str, wrapped: str, actions: int) -> None:
+    row = f"{first}\tDeliver refresher training\tTraining Manager\tSeptember 2025\t"
+    plan = _parse("\n".join(["Agency: Northshire Constabulary", HEADER, row, wrapped]))
+    assert [r.display_ref for r in plan.rows] == ["NC 1", "NC 1b"][:actions]
+    assert {r.rec_text for r in plan.rows} == {f"{first} Risk assessments must be recorded."}
+
+
+def test_heading_that_kept_its_tabs() -> None:
+    plan = _parse(
+        "\n".join(
+            [
+                HEADER,
+                "Officers should review DASH.\tTrain staff\tDI Jones\tMay 2025\t",
+                "Agency: Northshire Probation\t\t\t\t",
+                "Probation should share risk information.\tAgree protocol\tACO\tMay 2025\t",
+            ]
+        )
+    )
+    assert [(r.display_ref, r.lead_agency) for r in plan.rows] == [
+        ("1", None),
+        ("NP 1", "Northshire Probation"),
+    ]
+    assert plan.rows[0].rec_text == "Officers should review DASH."
+
+
 # --- sections and unique refs ----------------------------------------------------------------
 
 RESTARTING = "\n".join(

@@ -91,7 +91,8 @@ _PARTNERSHIP = re.compile(r"\b(partnership|community safety|csp)\b", re.I)
 # A cell that ends mid-sentence continues on the next row.
 _UNFINISHED = re.compile(
     r"(?:[,;\-–(/&]|\b(?:and|or|of|the|to|for|with|in|on|at|by|a|an|that|which|including|"
-    r"from|as|is|are|be))\s*$",
+    r"from|as|is|are|be|when|where|who|whose|if|should|must|will|would|can|could|than|such|"
+    r"into|about|under|over|between|all|any|their|its|this|these|those|has|have|not|so))\s*$",
     re.I,
 )
 _DEBRIS = re.compile(r"^[\s\-–—_=.|*]*$")
@@ -203,6 +204,7 @@ class _Parser:
         self.numbered: bool | None = None
         self.current: PlanRow | None = None
         self.last_heading = ""  # the heading line before the title names the partnership
+        self.after_header = False  # the last line was a table header
         self.furniture = self._repeated_headings()
         # The actions of each (section, recommendation) so far: a row finds its siblings
         # without a scan of every row before it (a large plan made that quadratic).
@@ -222,15 +224,17 @@ class _Parser:
                 self.roles = None
                 self._enter(OVERVIEW, agency=False)
                 continue
-            if len(line.cells) == 1:
+            if len(line.cells) == 1 or self._lone_heading(position, line):
                 self._heading(position, line)
                 continue
             roles = column_roles(line.cells)
             if roles is not None:
                 self.roles, self.header = roles, line.cells
                 self.plan.headers_found += 1
+                self.after_header = True
             elif self.roles is not None:
                 self._row(line)
+                self.after_header = False
         _settle(self.plan.rows)
         return self.plan
 
@@ -255,10 +259,7 @@ class _Parser:
             self._enter(names.mend(_HEADING_TAIL.sub("", flat)), agency=True)
         elif _TITLE.search(flat):
             pass
-        elif self._precedes_header(position) or (
-            # a spreadsheet's section row between the rows of one table
-            self.roles is not None and _looks_like_name(flat) and self._precedes_ref(position)
-        ):
+        elif self._precedes_header(position) or self._section_row(position, flat):
             self._enter(names.mend(_HEADING_TAIL.sub("", flat)), agency=True)
         elif self.current is not None and self.roles is not None:
             self._continue_first_column(line, text)
@@ -319,6 +320,37 @@ class _Parser:
                     continue
             return line
         return None
+
+    def _lone_heading(self, position: int, line: Line) -> bool:
+        """A heading that kept its tabs: only the first cell filled, and it reads as one."""
+        if any(c.strip() for c in line.cells[1:]):
+            return False
+        flat = " ".join(clean(line.cells[0]).split())
+        return bool(
+            _AGENCY_HEADING.match(flat)
+            or _named_in_heading(flat)
+            or (names.is_organisation(flat) and self._precedes_header(position))
+            or self._section_row(position, flat)
+        )
+
+    def _section_row(self, position: int, flat: str) -> bool:
+        """A spreadsheet's section row between the rows of one table: a name above a row
+        that starts a recommendation."""
+        return (
+            self.roles is not None
+            and _looks_like_name(flat)
+            and (
+                self._precedes_ref(position)
+                or (names.is_organisation(flat) and self._precedes_unnumbered(position))
+            )
+        )
+
+    def _precedes_unnumbered(self, position: int) -> bool:
+        line = self._next_line(position)
+        if line is None or len(line.cells) < 2 or column_roles(line.cells) is not None:
+            return False
+        lead = self._cells(line).get(self._lead_role(), "")
+        return self.numbered is not True and _fresh(lead) and len(lead.split()) >= 3
 
     def _precedes_ref(self, position: int) -> bool:
         line = self._next_line(position)
@@ -415,10 +447,16 @@ class _Parser:
         if cur is None:
             return True
         above = cur.rec_text if self._lead_role() == "recommendation" else cur.text
-        if not above or _UNFINISHED.search(above):
-            return not above and not cur.rec_text and self._lead_role() == "recommendation"
-        alone = not any(v for role, v in cells.items() if role != self._lead_role())
-        return not (alone and not above.rstrip().endswith((".", "!", "?", ":", ")")))
+        if _UNFINISHED.search(above):
+            return False
+        # Nothing else on the row starts a cell of its own: the cells above, wrapped. A lone
+        # cell is wrapped unless the one above is finished, and always straight after a
+        # header repeated by a page break.
+        others = [v for role, v in cells.items() if role != self._lead_role() and v]
+        if others:
+            return any(_fresh(v) for v in others)
+        finished = above.rstrip().endswith((".", "!", "?", ":", ")"))
+        return finished and not self.after_header
 
     def _next_ref(self) -> str:
         """The next number in this section for a recommendation the plan did not number."""
@@ -529,7 +567,7 @@ def _named_in_heading(flat: str) -> str | None:
         return None
     wanted = _RECOMMENDATIONS_FOR.match(flat)
     if wanted:
-        return wanted["name"].strip()
+        return wanted["name"].strip() if _looks_like_name(wanted["name"]) else None
     parts = [p.strip() for p in _HEADING_PARTS.split(flat) if p.strip()]
     generic = [p for p in parts if _GENERIC_HEADING.fullmatch(p)]
     named = [p for p in parts if not _GENERIC_HEADING.fullmatch(p)]
