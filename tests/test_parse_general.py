@@ -501,6 +501,36 @@ def test_garbled_cells_are_flagged_and_never_agencies(cli: CliFn, tmp_path: Path
     assert (again["updated"], again["unchanged"]) == (0, 5)
 
 
+def test_agency_chosen_for_a_garbled_cell_survives_reimport(cli: CliFn, tmp_path: Path) -> None:
+    path = tmp_path / "garbled.txt"
+    path.write_text(GARBLED + "\n", encoding="utf-8")
+    _import(cli, path, "G1")
+    row = next(r for r in _actions(cli, "G1") if r["ref"] == "3")
+    fixed = cli("actions", "update", str(row["id"]), "--agency", "Northshire NHS Trust")
+    assert fixed.exit_code == 0, fixed.stderr
+    again = _import(cli, path, "G1")
+    assert (again["updated"], again["unchanged"]) == (0, 5)
+    row = next(r for r in _actions(cli, "G1") if r["ref"] == "3")
+    assert row["lead_agency"] == "Northshire NHS Trust"
+    assert not any(r.startswith("agency:") for r in row["review_reasons"])
+
+
+def test_garbled_cell_in_an_agency_section_is_flagged_once(cli: CliFn, tmp_path: Path) -> None:
+    path = tmp_path / "section.txt"
+    path.write_text(
+        "Agency: Northshire Council\n"
+        "Recommendation\tAction\tLead Agency\tTarget date\n"
+        "1) Housing to act\tReview lettings\t31/01/2013\tMay 2025\n",
+        encoding="utf-8",
+    )
+    _import(cli, path, "S1")
+    [row] = _actions(cli, "S1")
+    assert row["lead_agency"] == "Northshire Council"
+    assert [r[:40] for r in row["review_reasons"]] == ["agency: the lead agency cell '31/01/2013"]
+    again = _import(cli, path, "S1")
+    assert (again["updated"], again["unchanged"]) == (0, 1)
+
+
 # --- the review's title ----------------------------------------------------------------------
 
 

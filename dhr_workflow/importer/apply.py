@@ -173,7 +173,13 @@ def _differences(
     settled = action.overrides.get("review_reasons", [])
     want["review_reasons"] = [r for r in want["review_reasons"] if r not in settled]
     if want["lead_agency"]:
-        want["review_reasons"] = [r for r in want["review_reasons"] if r != AGENCY_REASON]
+        # A person who chose the agency has answered the plan's garbled agency cell too.
+        chosen = "lead_agency" in action.overrides
+        want["review_reasons"] = [
+            r
+            for r in want["review_reasons"]
+            if r != AGENCY_REASON and not (chosen and r.startswith(actions.AGENCY_PREFIX))
+        ]
     # A revised plan may have removed or reordered rows: the completed status may now belong
     # to another action. Flag it rather than carry it over silently.
     reflag = CHANGED_AFTER_COMPLETION not in want["review_reasons"]
