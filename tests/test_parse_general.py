@@ -214,6 +214,23 @@ def test_unnumbered_continuations(first: str, wrapped: str, actions: int) -> Non
     assert {r.rec_text for r in plan.rows} == {f"{first} Risk assessments must be recorded."}
 
 
+def test_a_stray_row_above_numbered_ones_is_no_recommendation() -> None:
+    plan = _parse(
+        "\n".join(
+            [
+                "Agency: Northshire Constabulary",
+                HEADER,
+                "Recommendations from the IMR author\t\t\t\t",
+                "1) Officers should review DASH.\tTrain staff\tDI Jones\tMay 2025\t",
+                "2) Officers should refer to MARAC.\tBrief staff\tDI Jones\tJune 2025\t",
+            ]
+        )
+    )
+    assert [r.display_ref for r in plan.rows] == ["NC 1", "NC 2"]
+    assert all(r.numbered for r in plan.rows)
+    assert plan.ignored == [(3, "a row with no recommendation to belong to")]
+
+
 def test_heading_that_kept_its_tabs() -> None:
     plan = _parse(
         "\n".join(

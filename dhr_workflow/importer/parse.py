@@ -233,7 +233,7 @@ class _Parser:
                 self.plan.headers_found += 1
                 self.after_header = True
             elif self.roles is not None:
-                self._row(line)
+                self._row(position, line)
                 self.after_header = False
         _settle(self.plan.rows)
         return self.plan
@@ -371,7 +371,7 @@ class _Parser:
         self.numbered = None
 
     # --- table rows ------------------------------------------------------------------------
-    def _row(self, line: Line) -> None:
+    def _row(self, position: int, line: Line) -> None:
         assert self.roles is not None
         cells = self._cells(line)
         if not any(cells.values()):
@@ -389,7 +389,7 @@ class _Parser:
         if ref is not None:
             self.numbered = True
             self._start(line, ref, rec_text, cells)
-        elif self._starts_unnumbered(lead, cells):
+        elif self._starts_unnumbered(lead, cells) and not self._numbers_follow(position):
             self._start(line, self._next_ref(), rec_text, cells, numbered=False)
         elif self._second_action(cells):
             self._append_rec_text(rec_text)
@@ -441,7 +441,7 @@ class _Parser:
         """A recommendation with no number written: in a section that writes none, a lead cell
         that starts afresh, unless the one above is unfinished (a cell split by a page)."""
         # A recommendation is a sentence: "R | red | overdue" under a key's header is not one.
-        if self.numbered or not _fresh(lead) or len(lead.split()) < 3:
+        if self.numbered or not _fresh(lead.lstrip("'\"‘“")) or len(lead.split()) < 3:
             return False
         cur = self.current
         if cur is None:
@@ -457,6 +457,22 @@ class _Parser:
             return any(_fresh(v) for v in others)
         finished = above.rstrip().endswith((".", "!", "?", ":", ")"))
         return finished and not self.after_header
+
+    def _numbers_follow(self, position: int) -> bool:
+        """Before a section's first recommendation: do the next rows write numbers? Then this
+        unnumbered row is no recommendation of its own (a sub-heading, a stray cell)."""
+        if self.numbered is not None:
+            return False
+        rows = 0
+        for line in self.lines[position + 1 : position + 40]:
+            if len(line.cells) < 2 or column_roles(line.cells) is not None:
+                continue
+            if self._ref(self._cells(line))[0] is not None:
+                return True
+            rows += 1
+            if rows == 3:
+                break
+        return False
 
     def _next_ref(self) -> str:
         """The next number in this section for a recommendation the plan did not number."""
