@@ -254,13 +254,13 @@ class _Parser:
         ):
             self._title(flat)
         elif (named := _named_in_heading(flat)) is not None:
-            self._enter(names.mend(named), agency=True)
+            self._enter(named, agency=True)
         elif self._names_table_below(position, flat):  # "Northshire Women's Aid Action Plan"
-            self._enter(names.mend(_HEADING_TAIL.sub("", flat)), agency=True)
+            self._enter(_HEADING_TAIL.sub("", flat), agency=True)
         elif _TITLE.search(flat):
             pass
         elif self._precedes_header(position) or self._section_row(position, flat):
-            self._enter(names.mend(_HEADING_TAIL.sub("", flat)), agency=True)
+            self._enter(_HEADING_TAIL.sub("", flat), agency=True)
         elif self.current is not None and self.roles is not None:
             self._continue_first_column(line, text)
         if self.roles is None:
@@ -366,6 +366,7 @@ class _Parser:
         return line is not None and len(line.cells) > 1 and column_roles(line.cells) is not None
 
     def _enter(self, name: str, *, agency: bool) -> None:
+        name = names.mend(name) if agency else name  # "Bi- Borough Adult Social Care"
         self.section, self.section_agency = name, (name if agency else None)
         self.current = None  # never join a row to an action from another section
         self.numbered = None
