@@ -382,6 +382,16 @@ def test_section_prefixes(sections: list[str], prefixes: list[str]) -> None:
         ),
         ("Northshire Council, Northshire Police", "Northshire Council, Northshire Police", None),
         ("Avon and Somerset Police", "Avon and Somerset Police", None),
+        # A role's title that ends in its body: the title is the owner, the body the agency.
+        (
+            "Head of Safeguarding for Northshire NHS Trust",
+            "Head of Safeguarding for Northshire NHS Trust",
+            "Northshire NHS Trust",
+        ),
+        ("Director of Public Health", "Director of Public Health", "Public Health"),
+        ("Head of Housing", "Head of Housing", None),
+        ("Jo Bloggs, Head of Housing", "Jo Bloggs, Head of Housing", None),
+        ("Centre for Domestic Abuse Services", "Centre for Domestic Abuse Services", None),
     ],
 )
 def test_split_holder(cell: str, owner: str, agency: str | None) -> None:

@@ -39,6 +39,7 @@ ROLE_WORDS = _word_set(
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’&.-]*")
 _ACRONYM = re.compile(r"^[A-Z][A-Z&]{1,7}$")
 _SEPARATORS = re.compile(r"\s*[,;]\s*|\s+[–—-]\s+|\s*[–—]\s*")
+_ROLE_OF = re.compile(r"^(?P<role>.+)\s+(?:of|for|at|in|within)\s+(?:the\s+)?(?P<body>[A-Z].+)$")
 _BRACKETED = re.compile(r"^(?P<outer>.+?)\s*\((?P<inner>[^()]+)\)\s*$")
 # "Bi- Borough", "Pre- Tenancy": a line break inside a hyphenated word, as PDF text keeps it.
 _BROKEN_HYPHEN = re.compile(
@@ -87,9 +88,19 @@ def split_holder(cell: str) -> tuple[str, str | None]:
     parts = [p for p in _SEPARATORS.split(text) if p.strip()]
     bodies = [p for p in parts if is_organisation(p)]
     if len(parts) < 2 or len(bodies) != 1:
-        return text, None
+        return text, _role_of_body(text)
     rest = [p for p in parts if p is not bodies[0]]
     return ", ".join(rest), bodies[0]
+
+
+def _role_of_body(text: str) -> str | None:
+    # "Head of Safeguarding for Northshire NHS Trust": a role's title ending in its body. The
+    # title stays the owner's words; the body, of two words at least, is the agency.
+    found = _ROLE_OF.match(text)
+    if not found or not any(w in ROLE_WORDS for w in _words(found["role"])):
+        return None
+    body = found["body"]
+    return body if len(body.split()) >= 2 and is_organisation(body) else None
 
 
 def agency_problem(name: str) -> str | None:
