@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from dhr_workflow import audit
 from dhr_workflow.errors import InvalidInput, NotFound
+from dhr_workflow.importer.names import split_holder
 from dhr_workflow.models import CLOSED_STATUSES, Action, Agency, AgencyAlias, Contact
 
 _NON_WORD = re.compile(r"[\W_]+")
@@ -64,9 +65,18 @@ def _by_key(session: Session, key: str) -> Agency | None:
 def find(session: Session, name: str) -> Agency | None:
     """The agency a name refers to: by any alias, else by the name without a bracketed part
     ("Bi Borough VAWG Strategic Board (Risk & Review Group)" is the Board)."""
-    return _by_key(session, alias_key(name)) or _by_key(
-        session, alias_key(_PARENTHESES.sub(" ", name))
+    return (
+        _by_key(session, alias_key(name))
+        or _by_key(session, alias_key(_PARENTHESES.sub(" ", name)))
+        or _by_organisation(session, name)
     )
+
+
+def _by_organisation(session: Session, name: str) -> Agency | None:
+    # "Principal Social Worker, Bi- Borough Adult Social Care": a plan or a contacts file that
+    # names a role beside the body means the body, which the importer keeps as the agency.
+    _, body = split_holder(name)
+    return _by_key(session, alias_key(body)) if body else None
 
 
 def find_or_create(session: Session, name: str, *, now: dt.datetime, actor: str) -> Agency:

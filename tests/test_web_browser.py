@@ -60,8 +60,10 @@ Bi Borough VAWG Strategic Board,manager,Val Manager,{WRONG}
 Turning Point and Westminster VAWG Housing First Project,lead,Lee Lead,{LEAD}
 "Principal Social Worker, Bi- Borough Adult Social Care",lead,Ash Lead,ash@biborough.example.org
 """
-OPERATIONAL = "Operational Safeguarding Team, Bi- Borough Adult Social Care"
-PRINCIPAL = "Principal Social Worker, Bi- Borough Adult Social Care"
+# The plan names one body two ways; the coordinator merges them. (The two "Bi- Borough Adult
+# Social Care" teams need no merge: the importer reads both cells as that one agency.)
+MERGED_AWAY = "Turning Point and Westminster VAWG Housing First Project"
+MERGED_INTO = "Turning Point"
 
 
 def _seed(url: str, tmp: Path) -> None:
@@ -209,14 +211,14 @@ def test_a_coordinator_corrects_the_store_and_everything_follows(
     visit.submit("details")
     assert "Contact saved." in visit.text()
 
-    # 2. Merge the two "Bi- Borough Adult Social Care" teams into one agency.
+    # 2. Merge the project into the charity that runs it.
     visit.open("/agencies")
     visit.check("agencies")
-    browser.find_element(By.LINK_TEXT, OPERATIONAL).click()
+    browser.find_element(By.LINK_TEXT, MERGED_AWAY).click()
     visit.check("agency-edit")
-    Select(browser.find_element(By.ID, "into")).select_by_visible_text(PRINCIPAL)
+    Select(browser.find_element(By.ID, "into")).select_by_visible_text(MERGED_INTO)
     visit.submit("merge")
-    assert f"Merged into {PRINCIPAL}" in visit.text()
+    assert f"Merged into {MERGED_INTO}" in visit.text()
 
     # 3. Settle a needs-review flag.
     visit.open(f"/actions/{undated['id']}")
@@ -287,7 +289,7 @@ def test_a_coordinator_corrects_the_store_and_everything_follows(
     events = {str(e["UID"]): e for e in feed.walk("VEVENT")}
     moved = next(e for uid, e in events.items() if uid.startswith(f"dhr-action-{moving['id']}@"))
     assert moved.decoded("DTSTART") == new_due
-    assert OPERATIONAL not in feed.to_ical().decode()
+    assert MERGED_AWAY not in feed.to_ical().decode()
     # The audit log holds every change, by the coordinator, and is intact.
     verified = _cli(env, tmp_path, "audit", "verify")
     assert verified.returncode == 0, verified.stderr

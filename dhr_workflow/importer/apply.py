@@ -50,6 +50,7 @@ class Change:
         return {
             "kind": self.kind, "action_id": self.action_id, "section": self.row.section,
             "recommendation": self.row.rec_ref, "ref": self.row.ref, "line": self.row.line,
+            "display_ref": self.row.display_ref,
             "lead_agency": self.values["lead_agency"], "status": self.values["status"],
             "due_date": _iso(self.values["due_date"]), "target_text": self.values["target_text"],
             "needs_review": bool(reasons), "review_reasons": reasons,
@@ -107,6 +108,7 @@ def desired(row: PlanRow, anchors: Mapping[str, dt.date | None], today: dt.date)
         completed_on = None
     if not row.lead_agency:
         reasons.append(AGENCY_REASON)
+    reasons += row.flags  # garbled cells, kept verbatim (see importer.names)
     return {
         "text": row.text or row.rec_text,
         "owner_text": row.owner or None,
@@ -171,7 +173,13 @@ def _differences(
     settled = action.overrides.get("review_reasons", [])
     want["review_reasons"] = [r for r in want["review_reasons"] if r not in settled]
     if want["lead_agency"]:
-        want["review_reasons"] = [r for r in want["review_reasons"] if r != AGENCY_REASON]
+        # A person who chose the agency has answered the plan's garbled agency cell too.
+        chosen = "lead_agency" in action.overrides
+        want["review_reasons"] = [
+            r
+            for r in want["review_reasons"]
+            if r != AGENCY_REASON and not (chosen and r.startswith(actions.AGENCY_PREFIX))
+        ]
     # A revised plan may have removed or reordered rows: the completed status may now belong
     # to another action. Flag it rather than carry it over silently.
     reflag = CHANGED_AFTER_COMPLETION not in want["review_reasons"]
@@ -252,8 +260,12 @@ def _reasons_after(action: Action, values: dict[str, Any], *, due_moved: bool) -
     ):
         kept_due = []
     others = [r for r in action.review_reasons if not r.startswith(("due:", "agency:"))]
-    others += [r for r in values["review_reasons"] if r.startswith("status:") and r not in others]
-    agency = [AGENCY_REASON] if AGENCY_REASON in values["review_reasons"] else []
+    others += [
+        r
+        for r in values["review_reasons"]
+        if r.startswith(("status:", "text:")) and r not in others
+    ]
+    agency = [r for r in values["review_reasons"] if r.startswith(actions.AGENCY_PREFIX)]
     return [*kept_due, *agency, *others]
 
 
@@ -275,9 +287,13 @@ def apply_plan(
     review = session.scalar(select(Review).where(Review.ref == review_ref))
     created_review = review is None
     if review is None and not dry_run:
+        partnership = plan.partnership if plan.partnership else None
+        if partnership and len(partnership) > reviews.PARTNERSHIP_LIMIT:
+            partnership = None  # a heading that long is no partnership's name
         review = reviews.add(
-            session, review_ref, title or plan.title or review_ref, now=now, actor=actor
-        )
+            session, review_ref, title or plan.title or review_ref, now=now, actor=actor,
+            partnership=partnership,
+        )  # fmt: skip
     changes, missing = plan_changes(session, review, plan, today)
     report = ImportReport(review_ref, created_review, source, changes, missing, plan.ignored)
     if dry_run:
@@ -450,7 +466,7 @@ def _create(writes: _Writes, change: Change) -> None:
     fields = {k: v for k, v in values.items() if k != "lead_agency"}
     action = _Row(
         id=None, review_id=writes.review.id, recommendation_id=None,
-        lead_agency_id=agency.id if agency else None, owner_contact_id=None, ref=row.ref,
+        lead_agency_id=agency.id if agency else None, owner_contact_id=None, ref=row.display_ref,
         source_key=row.key, source_file=writes.source, source_row=row.line,
         needs_review=bool(values["review_reasons"]), sequence=0, overrides={},
         created_at=writes.now, updated_at=writes.now, **fields,

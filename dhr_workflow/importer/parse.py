@@ -10,7 +10,15 @@ How a line is read, in order:
   is a new action; a row without one continues the action above it — unless it brings its own
   holder and a fresh target date while the action above already has both, when it is a second
   action under the same recommendation;
+- in a section whose recommendations carry no numbers, a row whose recommendation cell starts
+  afresh (a capital, after a finished cell above) is the next recommendation, numbered in order;
+  a lower-case start or an unfinished cell above is the same cell wrapped;
 - rows of dashes and rows before any header (titles, contents lists) are never actions.
+
+Once read, each row's names are settled (``names.py``): the organisation is told apart from
+the person or role beside it, broken hyphens mended, and a cell that cannot be an agency's name
+(a date, a fragment) is kept in the owner text and flagged. Each agency section gets a short
+prefix so that refs shown to people ("NC 2") are unique within the plan.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from dhr_workflow.importer import names
 from dhr_workflow.importer.readers import Line
 from dhr_workflow.importer.text import clean, join
 
@@ -63,7 +72,29 @@ _TITLE = re.compile(
 )
 # "Avon and Somerset Police Recommendations" above a table names the agency.
 _HEADING_TAIL = re.compile(r"\s+(recommendations|action plan|actions)$", re.I)
-_AGENCY_HEADING = re.compile(r"^agency\s*[:\-–]\s*(?P<name>.+)$", re.I)
+_AGENCY_HEADING = re.compile(
+    r"^(?:lead\s+)?(?:agency|organisation|organization)\s*[:\-–—]\s*(?P<name>.+)$", re.I
+)
+# The generic half of a section heading ("Single Agency Recommendations – Northshire
+# Constabulary", "IMR Recommendations: Northshire NHS Trust"); the other half is the agency.
+_GENERIC_HEADING = re.compile(
+    r"(?:(?:single|individual|partner|multi)[\s-]+)?(?:agency|agencies|imr|"
+    r"individual management (?:review|report)s?)?\s*(?:recommendations?|action plan|actions?)"
+    r"(?:\s+for)?|appendix\s+\w+|(?:section|part)\s+\w+",
+    re.I,
+)
+_HEADING_PARTS = re.compile(r"\s*[:–—]\s*|\s+-\s+")
+_RECOMMENDATIONS_FOR = re.compile(r"^(?:recommendations?|actions?)\s+for\s+(?P<name>.+)$", re.I)
+_DHR = re.compile(r"domestic homicide review|\bDHR\b", re.I)
+_ACTION_PLAN_TAIL = re.compile(r"[\s:–—-]*\baction plan\s*$", re.I)
+_PARTNERSHIP = re.compile(r"\b(partnership|community safety|csp)\b", re.I)
+# A cell that ends mid-sentence continues on the next row.
+_UNFINISHED = re.compile(
+    r"(?:[,;\-–(/&]|\b(?:and|or|of|the|to|for|with|in|on|at|by|a|an|that|which|including|"
+    r"from|as|is|are|be|when|where|who|whose|if|should|must|will|would|can|could|than|such|"
+    r"into|about|under|over|between|all|any|their|its|this|these|those|has|have|not|so))\s*$",
+    re.I,
+)
 _DEBRIS = re.compile(r"^[\s\-–—_=.|*]*$")
 _REF_WORDED = re.compile(
     r"^\s*(?:recommendation|rec\.?|r)\s*(?:no\.?|number|#)?\s*(?P<ref>\d+(?:\.\d+)*[a-z]?)\b"
@@ -95,17 +126,27 @@ class PlanRow:
     target: str = ""
     outcome: str = ""
     agency_from_action: bool = False
+    numbered: bool = True  # False: the plan wrote no number; rec_ref counts them in order
+    prefix: str = ""  # the section's short prefix ("NC"); empty in the overview
+    flags: list[str] = field(default_factory=list)  # review reasons about garbled cells
 
     @property
     def key(self) -> str:
         """Identity across re-imports of the same or a revised plan."""
-        return f"{self.section}|{self.rec_ref}|{self.index}"
+        key = f"{self.section}|{self.rec_ref}|{self.index}"
+        return key if self.numbered else f"{key}|unnumbered"
 
     @property
     def ref(self) -> str:
         return (
             self.rec_ref if self.index == 1 else f"{self.rec_ref}{chr(ord('a') + self.index - 1)}"
         )
+
+    @property
+    def display_ref(self) -> str:
+        """The ref people see, unique within the plan: "NC 2" in a section, "2" in the
+        overview."""
+        return f"{self.prefix} {self.ref}" if self.prefix else self.ref
 
     @property
     def lead_agency(self) -> str | None:
@@ -118,6 +159,7 @@ class ParsedPlan:
     ignored: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
     headers_found: int = 0
     title: str | None = None
+    partnership: str | None = None  # the partnership the title line names, if any
 
 
 def normalise_header(text: str) -> str:
@@ -157,7 +199,12 @@ class _Parser:
         self.header: tuple[str, ...] = ()
         self.section: str = OVERVIEW
         self.section_agency: str | None = None
+        # Whether this section writes its recommendations' numbers: None until its first
+        # recommendation says so.
+        self.numbered: bool | None = None
         self.current: PlanRow | None = None
+        self.last_heading = ""  # the heading line before the title names the partnership
+        self.after_header = False  # the last line was a table header
         self.furniture = self._repeated_headings()
         # The actions of each (section, recommendation) so far: a row finds its siblings
         # without a scan of every row before it (a large plan made that quadratic).
@@ -174,18 +221,21 @@ class _Parser:
     def run(self) -> ParsedPlan:
         for position, line in enumerate(self.lines):
             if not line.cells:  # a new sheet: its own header and sections
-                self.roles, self.current = None, None
-                self.section, self.section_agency = OVERVIEW, None
+                self.roles = None
+                self._enter(OVERVIEW, agency=False)
                 continue
-            if len(line.cells) == 1:
+            if len(line.cells) == 1 or self._lone_heading(position, line):
                 self._heading(position, line)
                 continue
             roles = column_roles(line.cells)
             if roles is not None:
                 self.roles, self.header = roles, line.cells
                 self.plan.headers_found += 1
+                self.after_header = True
             elif self.roles is not None:
-                self._row(line)
+                self._row(position, line)
+                self.after_header = False
+        _settle(self.plan.rows)
         return self.plan
 
     # --- headings --------------------------------------------------------------------------
@@ -199,25 +249,63 @@ class _Parser:
             return
         elif "overview" in flat.lower():
             self._enter(OVERVIEW, agency=False)
-        elif _TITLE.search(flat):
-            if self.plan.title is None and "domestic homicide review" in flat.lower():
-                self.plan.title = flat
-        elif self._precedes_header(position) or (
-            # a spreadsheet's section row between the rows of one table
-            self.roles is not None and _looks_like_name(flat) and self._precedes_ref(position)
+        elif "domestic homicide review" in flat.lower() or (
+            self.roles is None and _DHR.search(flat)
         ):
+            self._title(flat)
+        elif (named := _named_in_heading(flat)) is not None:
+            self._enter(named, agency=True)
+        elif self._names_table_below(position, flat):  # "Northshire Women's Aid Action Plan"
+            self._enter(_HEADING_TAIL.sub("", flat), agency=True)
+        elif _TITLE.search(flat):
+            pass
+        elif self._precedes_header(position) or self._section_row(position, flat):
             self._enter(_HEADING_TAIL.sub("", flat), agency=True)
         elif self.current is not None and self.roles is not None:
-            self._continue_first_column(text)
+            self._continue_first_column(line, text)
+        if self.roles is None:
+            self.last_heading = flat
+
+    def _title(self, flat: str) -> None:
+        """The review's title from the DHR heading; the partnership if the line (or the one
+        above it) names one: "Safer Northshire Partnership — DHR into the death of 'Anna'"."""
+        if self.plan.title is not None:
+            return
+        parts = [p for p in _HEADING_PARTS.split(flat) if p.strip()]
+        title = next((p for p in parts if _DHR.search(p)), flat)
+        self.plan.title = _ACTION_PLAN_TAIL.sub("", title).strip() or title
+        others = [p for p in parts if p is not title and _PARTNERSHIP.search(p)]
+        if others:
+            self.plan.partnership = others[0].strip()
+        elif _PARTNERSHIP.search(self.last_heading) and not _DHR.search(self.last_heading):
+            self.plan.partnership = self.last_heading
+
+    def _names_table_below(self, position: int, flat: str) -> bool:
+        name = _HEADING_TAIL.sub("", flat)
+        return (
+            name != flat
+            and not _GENERIC_HEADING.fullmatch(flat)
+            and _looks_like_name(name)
+            and self._precedes_header(position)
+        )
 
     def _is_furniture(self, flat: str) -> bool:
         return flat.lower() in self.furniture or bool(_FOOTER.search(flat))
 
-    def _continue_first_column(self, text: str) -> None:
-        # A spreadsheet row with only its first cell filled, inside a table: a wrapped cell.
+    def _continue_first_column(self, line: Line, text: str) -> None:
+        # A spreadsheet row with only its first cell filled, inside a table: a wrapped cell,
+        # or in a section without numbers, the next recommendation.
         assert self.roles is not None
         role = self.roles.get(0, "recommendation")
-        if role in ("ref", "section", "recommendation"):
+        if role == self._lead_role() and self._starts_unnumbered(text, {}):
+            self._start(
+                line,
+                self._next_ref(),
+                text if role == "recommendation" else "",
+                {role: text},
+                numbered=False,
+            )
+        elif role in ("ref", "section", "recommendation"):
             self._continue(text, {})
         else:
             self._continue("", {role: text})
@@ -233,6 +321,37 @@ class _Parser:
             return line
         return None
 
+    def _lone_heading(self, position: int, line: Line) -> bool:
+        """A heading that kept its tabs: only the first cell filled, and it reads as one."""
+        if any(c.strip() for c in line.cells[1:]):
+            return False
+        flat = " ".join(clean(line.cells[0]).split())
+        return bool(
+            _AGENCY_HEADING.match(flat)
+            or _named_in_heading(flat)
+            or (names.is_organisation(flat) and self._precedes_header(position))
+            or self._section_row(position, flat)
+        )
+
+    def _section_row(self, position: int, flat: str) -> bool:
+        """A spreadsheet's section row between the rows of one table: a name above a row
+        that starts a recommendation."""
+        return (
+            self.roles is not None
+            and _looks_like_name(flat)
+            and (
+                self._precedes_ref(position)
+                or (names.is_organisation(flat) and self._precedes_unnumbered(position))
+            )
+        )
+
+    def _precedes_unnumbered(self, position: int) -> bool:
+        line = self._next_line(position)
+        if line is None or len(line.cells) < 2 or column_roles(line.cells) is not None:
+            return False
+        lead = self._cells(line).get(self._lead_role(), "")
+        return self.numbered is not True and _fresh(lead) and len(lead.split()) >= 3
+
     def _precedes_ref(self, position: int) -> bool:
         line = self._next_line(position)
         return (
@@ -247,11 +366,13 @@ class _Parser:
         return line is not None and len(line.cells) > 1 and column_roles(line.cells) is not None
 
     def _enter(self, name: str, *, agency: bool) -> None:
+        name = names.mend(name) if agency else name  # "Bi- Borough Adult Social Care"
         self.section, self.section_agency = name, (name if agency else None)
         self.current = None  # never join a row to an action from another section
+        self.numbered = None
 
     # --- table rows ------------------------------------------------------------------------
-    def _row(self, line: Line) -> None:
+    def _row(self, position: int, line: Line) -> None:
         assert self.roles is not None
         cells = self._cells(line)
         if not any(cells.values()):
@@ -265,8 +386,12 @@ class _Parser:
         if cells.get("section"):
             self._section_cell(cells["section"])
         ref, rec_text = self._ref(cells)
+        lead = cells.get(self._lead_role(), "")
         if ref is not None:
+            self.numbered = True
             self._start(line, ref, rec_text, cells)
+        elif self._starts_unnumbered(lead, cells) and not self._numbers_follow(position):
+            self._start(line, self._next_ref(), rec_text, cells, numbered=False)
         elif self._second_action(cells):
             self._append_rec_text(rec_text)
             assert self.current is not None
@@ -308,6 +433,56 @@ class _Parser:
             return ref, rec
         return _leading_ref(rec)
 
+    def _lead_role(self) -> str:
+        """The column whose text starts a recommendation: its own, else the action's."""
+        assert self.roles is not None
+        return "recommendation" if "recommendation" in self.roles.values() else "action"
+
+    def _starts_unnumbered(self, lead: str, cells: dict[str, str]) -> bool:
+        """A recommendation with no number written: in a section that writes none, a lead cell
+        that starts afresh, unless the one above is unfinished (a cell split by a page)."""
+        # A recommendation is a sentence: "R | red | overdue" under a key's header is not one.
+        if self.numbered or not _fresh(lead.lstrip("'\"‘“")) or len(lead.split()) < 3:
+            return False
+        cur = self.current
+        if cur is None:
+            return True
+        above = cur.rec_text if self._lead_role() == "recommendation" else cur.text
+        if _UNFINISHED.search(above):
+            return False
+        # Nothing else on the row starts a cell of its own: the cells above, wrapped. A lone
+        # cell is wrapped unless the one above is finished, and always straight after a
+        # header repeated by a page break.
+        others = [v for role, v in cells.items() if role != self._lead_role() and v]
+        if others:
+            return any(_fresh(v) for v in others)
+        finished = above.rstrip().endswith((".", "!", "?", ":", ")"))
+        return finished and not self.after_header
+
+    def _numbers_follow(self, position: int) -> bool:
+        """Before a section's first recommendation: do the next rows write numbers? Then this
+        unnumbered row is no recommendation of its own (a sub-heading, a stray cell)."""
+        if self.numbered is not None:
+            return False
+        rows = 0
+        for line in self.lines[position + 1 : position + 40]:
+            if len(line.cells) < 2 or column_roles(line.cells) is not None:
+                continue
+            if self._ref(self._cells(line))[0] is not None:
+                return True
+            rows += 1
+            if rows == 3:
+                break
+        return False
+
+    def _next_ref(self) -> str:
+        """The next number in this section for a recommendation the plan did not number."""
+        self.numbered = False
+        n = 1 + sum(1 for section, _ in self.by_rec if section == self.section)
+        while (self.section, str(n)) in self.by_rec:
+            n += 1
+        return str(n)
+
     def _second_action(self, cells: dict[str, str]) -> bool:
         """A row without a ref that brings its own holder and target under a complete action."""
         cur = self.current
@@ -317,7 +492,15 @@ class _Parser:
         target = cells.get("target", "")
         return _fresh(holder) and _fresh(target)
 
-    def _start(self, line: Line, ref: str, rec_text: str | None, cells: dict[str, str]) -> None:
+    def _start(
+        self,
+        line: Line,
+        ref: str,
+        rec_text: str | None,
+        cells: dict[str, str],
+        *,
+        numbered: bool = True,
+    ) -> None:
         same_rec = self.by_rec.setdefault((self.section, ref), [])
         row = PlanRow(
             line=line.number,
@@ -325,6 +508,7 @@ class _Parser:
             section_agency=self.section_agency,
             rec_ref=ref,
             index=len(same_rec) + 1,
+            numbered=numbered if rec_text is not None else same_rec[0].numbered,
         )
         row.rec_text = (
             rec_text if rec_text is not None else (same_rec[0].rec_text if same_rec else "")
@@ -391,6 +575,64 @@ def _looks_like_name(text: str) -> bool:
     significant = [w for w in words if w.lower() not in _SMALL_WORDS]
     capitalised = sum(1 for w in significant if w[0].isupper())
     return bool(significant) and capitalised / len(significant) >= 0.6
+
+
+def _named_in_heading(flat: str) -> str | None:
+    """The agency a section heading names beside generic words: "Single Agency
+    Recommendations – Northshire Constabulary", "Recommendations for Northshire Council"."""
+    if _DHR.search(flat):
+        return None
+    wanted = _RECOMMENDATIONS_FOR.match(flat)
+    if wanted:
+        return wanted["name"].strip() if _looks_like_name(wanted["name"]) else None
+    parts = [p.strip() for p in _HEADING_PARTS.split(flat) if p.strip()]
+    generic = [p for p in parts if _GENERIC_HEADING.fullmatch(p)]
+    named = [p for p in parts if not _GENERIC_HEADING.fullmatch(p)]
+    if generic and len(named) == 1 and _looks_like_name(named[0]):
+        return _HEADING_TAIL.sub("", named[0])
+    return None
+
+
+def _settle(rows: list[PlanRow]) -> None:
+    """Names settled once every wrapped cell is joined, and each section's prefix."""
+    for row in rows:
+        _settle_names(row)
+    sections = [r.section for r in rows if r.section != OVERVIEW]
+    prefixes = names.unique_prefixes(list(dict.fromkeys(sections)))
+    for row in rows:
+        row.prefix = prefixes.get(row.section, "")
+
+
+def _settle_names(row: PlanRow) -> None:
+    """Organisation apart from owner; a cell that cannot be an agency is flagged, not
+    believed."""
+    row.owner = names.mend(row.owner)
+    if row.agency:
+        person, body = names.split_holder(row.agency)
+        row.agency = body or names.mend(row.agency)
+        if body:
+            row.owner = ", ".join(p for p in (person, row.owner) if p)
+    elif not row.section_agency and row.owner:
+        person, body = names.split_holder(row.owner)
+        if body:
+            row.agency, row.owner = body, person
+    problem = names.agency_problem(row.agency) if row.agency else None
+    if problem:
+        shown = " ".join(row.agency.split())[:80]
+        row.flags.append(
+            f"agency: the lead agency cell {shown!r} {problem}, so no agency was made from it "
+            "(kept in the owner text); the PDF may have run two columns together — check the "
+            "plan and choose the agency"
+        )
+        row.owner = join(row.owner, row.agency) if row.owner != row.agency else row.owner
+        row.agency = ""
+    owner_problem = names.owner_problem(row.owner) if row.owner and not problem else None
+    if owner_problem:
+        shown = " ".join(row.owner.split())[:80]
+        row.flags.append(
+            f"text: the owner cell {shown!r} {owner_problem}; the PDF may have run two columns "
+            "together (the due date is read only from the target column) — check it"
+        )
 
 
 def parse_lines(lines: Sequence[Line]) -> ParsedPlan:
