@@ -27,6 +27,7 @@ from dhr_workflow import (
     __version__,
     actions,
     agencies,
+    agency_directory,
     anchors,
     audit,
     contacts,
@@ -762,7 +763,8 @@ ROLE = click.Choice([r.value for r in ContactRole], case_sensitive=False)
 
 @main.group("agencies")
 def agencies_group() -> None:
-    """Agencies named in plans and contacts: list, rename, merge, add a spelling."""
+    """Agencies named in plans and contacts: import the directory, list, rename, merge, add
+    a spelling."""
 
 
 @agencies_group.command("list")
@@ -776,17 +778,37 @@ def agencies_list(app: App, as_json: bool) -> None:
         _print_json(rows)
         return
     _table(
-        ["id", "name", "aliases", "open actions", "contacts"],
+        ["id", "name", "part of", "listed", "aliases", "open actions", "contacts"],
         [
             [
                 str(r["id"]),
                 r["name"],
+                r["parent"] or "",
+                "yes" if r["listed"] else "",
                 _short("; ".join(r["aliases"]), 80),
                 str(r["open_actions"]),
                 str(r["contacts"]),
             ]
             for r in rows
         ],
+    )
+
+
+@agencies_group.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@pass_app
+def agencies_import(app: App, file: Path) -> None:
+    """Import the agency directory from a CSV with columns name[, aliases, parent]; aliases
+    are separated by ; or |. Once there is a directory, a plan naming an agency it does not
+    know is flagged for review instead of creating one."""
+    rows = agency_directory.read_csv(file)
+    with app.store().transaction() as s:
+        result = agency_directory.import_rows(
+            s, rows, now=app.now(), actor=app.actor, source=file.name
+        )
+    click.echo(
+        f"{file}: {result.created} agency(ies) added, {result.updated} updated, "
+        f"{result.unchanged} already listed"
     )
 
 
