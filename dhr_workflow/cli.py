@@ -438,7 +438,7 @@ def _understood_lines(seen: Understood) -> list[str]:
     unknown = f", {agency['unknown']} not in the directory" if agency["unknown"] else ""
     dates = seen.dates
     lines = [
-        f"read {seen.rows_read} actions, ignored {seen.rows_ignored} lines; agencies: "
+        f"read {seen.rows_read} action(s), ignored {seen.rows_ignored} line(s); agencies: "
         f"{agency['new']} new, {agency['matched']} matched, {agency['fuzzy']} fuzzy-matched"
         f"{unknown}; due dates: {dates['parsed']} read, {dates['relative']} relative, "
         f"{dates['recurring']} recurring, {dates['missing']} missing, "
