@@ -429,6 +429,8 @@ def _agency_cell(change: Change) -> str:
         return f"{name} (fuzzy: {_short(match.written, 30)!r}, {match.score})"
     if match and match.kind == "unknown":
         return f"? {_short(match.written, 40)!r}"
+    if match and match.kind == "alias":
+        return f"{_short(match.agency or '', 40)} (as {_short(match.written, 30)!r})"
     return name
 
 

@@ -67,7 +67,7 @@ def test_dry_run_prints_actions_per_recommendation_and_what_was_understood(
         "1", "Northshire Police (fuzzy: 'Northshre Police', 97)", "DI Jones", "2024-09-30",
         "open", "",
     )  # fmt: skip
-    assert rows["4"][1:] == ("1b", "NP", "Sgt Smith", "-", "open", "due")
+    assert rows["4"][1:] == ("1b", "Northshire Police (as 'NP')", "Sgt Smith", "-", "open", "due")
     assert rows["5"][1:] == (
         "2", "? 'Northshire County Council'", "Head of Audit", "-", "open", "agency, due",
     )  # fmt: skip
@@ -195,6 +195,7 @@ def test_web_preview_shows_what_was_understood(site: Site) -> None:
     assert "Recommendation 1 Line Ref Change Lead agency Owner" in text
     assert "Northshire Police similar spelling: ‘Northshre Police’ (97) DI Jones" in text
     assert "None (plan: ‘Northshire County Council’) Head of Audit" in text
+    assert "Northshire Police as ‘NP’ Sgt Smith" in text
     assert "Line 2: a row with no recommendation to belong to" in text
     assert _written(site) == before  # a preview writes nothing (but the sign-in)
 
