@@ -405,9 +405,11 @@ def apply_plan(
 def _agency_notes(report: ImportReport) -> dict[str, Any]:
     """Names matched by a close spelling or not at all, for the import's audit event (only
     when there are some: an import without a directory records what it always did)."""
-    names = understood(report).agencies
-    notes = {k: [m.describe() for m in names[k]] for k in ("fuzzy", "unknown") if names[k]}
-    return {f"agencies_{k}": v for k, v in notes.items()}
+    notes: dict[str, list[str]] = {}
+    for match in dict.fromkeys(c.agency for c in report.changes if c.agency):  # each once
+        if match.kind in ("fuzzy", "unknown"):
+            notes.setdefault(f"agencies_{match.kind}", []).append(match.describe())
+    return notes
 
 
 class _Row(SimpleNamespace):
