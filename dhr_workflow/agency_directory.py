@@ -125,8 +125,9 @@ def _name(field: str, text: str) -> str:
 
 
 def _clashes(path: Path, rows: list[DirectoryRow]) -> list[str]:
-    """A spelling on two rows, a parent the file names nowhere is left to the store; a parent
-    chain that comes back to its start is refused here."""
+    """Refused: one spelling (a name or an alias) on two rows, and a chain of parents within
+    the file that comes back to where it started. Parents the file does not list are looked
+    up in the store by import_rows."""
     owner: dict[str, DirectoryRow] = {}
     errors = []
     for row in rows:
