@@ -3,6 +3,11 @@
 A coordinator keeps them right: rename (the old name stays an alias), merge two agencies that
 are one body, add a spelling. Agencies are found by any alias; a name that matches none gets
 the nearest known names as a hint.
+
+Once a directory exists (any agency imported with `agencies import`, see agency_directory),
+an import resolves each name by its exact name, then an alias, then a close spelling
+(:func:`similarity`); a name that resolves to none is flagged, never created. Without a
+directory an unknown name creates an agency, as plans always did.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ import datetime as dt
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rapidfuzz import fuzz, process, utils
+from rapidfuzz.distance import OSA
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -120,6 +126,11 @@ def nearest(session: Session, name: str, limit: int = 3) -> list[str]:
     ):
         owners.setdefault(agency_name, agency_name)
         owners.setdefault(key, agency_name)
+    return _nearest(owners, name, limit)
+
+
+def _nearest(owners: dict[str, str], name: str, limit: int = 3) -> list[str]:
+    """``owners`` maps each spelling (a name or an alias key) to its agency's name."""
     matches = process.extract(
         alias_key(name) or name,
         list(owners),
@@ -141,6 +152,160 @@ def unknown_hint(session: Session, name: str) -> str:
     if near:
         return f"(nearest: {', '.join(near)})"
     return "(see `dhr-workflow agencies list`)"
+
+
+# --- resolving a plan's names ----------------------------------------------------------------
+
+# A close spelling counts once every word agrees (see _words_agree) and the two keys score at
+# least this by token_sort_ratio, which keeps one added word to longer names: "Northshire
+# Constabulary" scores 87 against "Northshire Constabulary Police", "Police" 52 against
+# "Northshire Police". The table in tests/test_agency_directory.py sets both.
+FUZZY_CUTOFF = 80
+# A word may differ from its partner by one slip (a letter missed, added, changed or two
+# swapped) if it has at least this many letters: "Hull" and "Hall" are two places.
+SLIP_LENGTH = 5
+MatchKind = Literal["exact", "alias", "fuzzy", "new", "unknown"]
+MATCH_KINDS: tuple[MatchKind, ...] = ("exact", "alias", "fuzzy", "new", "unknown")
+
+
+def similarity(a: str, b: str, **_: Any) -> float:
+    """How alike two alias keys are (0-100), a scorer for rapidfuzz.process: 0 unless their
+    words agree, else their token_sort_ratio. Character ratios alone rate "northshire county
+    council" 92 against "southshire county council"; the word test tells the two apart."""
+    words_a, words_b = a.split(), b.split()
+    short, long = sorted((words_a, words_b), key=len)
+    # Words run together or split ("Biborough", "Bi Borough") are the same words.
+    if _words_agree(short, long) or "".join(words_a) == "".join(words_b):
+        return float(fuzz.token_sort_ratio(a, b))
+    return 0.0
+
+
+def _words_agree(short: list[str], long: list[str]) -> bool:
+    """Each word of the shorter name is a word of the longer or one slip from one, each used
+    once; the longer may have one word more, if the shorter has two or more."""
+    extra = len(long) - len(short)
+    if not short or extra > 1 or (extra == 1 and len(short) < 2):
+        return False
+    rest = list(long)
+    unmatched = []
+    for word in short:  # identical words first, so a slip cannot take another's partner
+        if word in rest:
+            rest.remove(word)
+        else:
+            unmatched.append(word)
+    for word in unmatched:
+        partner = next((w for w in rest if _one_slip(word, w)), None)
+        if partner is None:
+            return False
+        rest.remove(partner)
+    return True
+
+
+def _one_slip(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    return min(len(a), len(b)) >= SLIP_LENGTH and OSA.distance(a, b, score_cutoff=1) <= 1
+
+
+@dataclass(frozen=True)
+class Match:
+    """How an import understood one agency name."""
+
+    written: str  # as the plan has it
+    kind: MatchKind  # new: created (no directory); unknown: flagged (a directory exists)
+    agency: str | None = None  # the agency's name, for exact, alias and fuzzy
+    agency_id: int | None = None
+    score: int | None = None  # fuzzy only
+    nearest: tuple[str, ...] = ()  # unknown only
+
+    def describe(self) -> str:
+        if self.kind == "fuzzy":
+            return f"fuzzy: {self.written!r} → {self.agency} ({self.score})"
+        if self.kind == "unknown":
+            near = f" (nearest: {', '.join(self.nearest)})" if self.nearest else ""
+            return f"unknown: {self.written!r}{near}"
+        return f"{self.kind}: {self.written!r}" + (
+            f" → {self.agency}" if self.agency and self.agency != self.written else ""
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "written": self.written, "match": self.kind, "agency": self.agency,
+            "score": self.score, "nearest": list(self.nearest),
+        }  # fmt: skip
+
+
+def unknown_reason(match: Match) -> str:
+    """The review reason of an action whose agency is not in the directory."""
+    near = f" (nearest: {', '.join(match.nearest)})" if match.nearest else ""
+    return (
+        f"agency: {match.written!r} is not in the agency directory{near}; choose the agency "
+        "on the action's page or with `actions update ID --agency`, or add the name to the "
+        "directory (`agencies alias`)"
+    )
+
+
+def directory_exists(session: Session) -> bool:
+    """Whether any agency came from `agencies import`: then plans cannot create agencies."""
+    return session.scalar(select(Agency.id).where(Agency.listed).limit(1)) is not None
+
+
+class Resolver:
+    """The agency names of one import, resolved against the store once each: the store is
+    read in one query (a plan names a few agencies on thousands of rows)."""
+
+    def __init__(self, session: Session) -> None:
+        self.names: dict[int, str] = {}
+        self.by_key: dict[str, int] = {}
+        self.directory = False
+        rows = session.execute(
+            select(Agency.id, Agency.name, Agency.listed, AgencyAlias.alias_key).join(
+                AgencyAlias, isouter=True
+            )
+        )
+        for agency_id, name, listed, key in rows:
+            self.names[agency_id] = name
+            self.directory = self.directory or listed
+            if key:
+                self.by_key[key] = agency_id
+        self._known: dict[str, Match] = {}
+
+    def match(self, name: str) -> Match:
+        if name not in self._known:
+            self._known[name] = self._match(name)
+        return self._known[name]
+
+    def _match(self, name: str) -> Match:
+        key = alias_key(name)
+        found = self.by_key.get(key) or self.by_key.get(alias_key(_PARENTHESES.sub(" ", name)))
+        if found is not None:
+            agency = self.names[found]
+            kind: MatchKind = "exact" if alias_key(agency) == key else "alias"
+            return Match(name, kind, agency, found)
+        if not self.directory:
+            return Match(name, "new")
+        fuzzy = self._fuzzy(key)
+        if fuzzy is not None:
+            agency_id, score = fuzzy
+            return Match(name, "fuzzy", self.names[agency_id], agency_id, score)
+        owners = {k: self.names[i] for k, i in self.by_key.items()}
+        owners.update({n: n for n in self.names.values()})
+        return Match(name, "unknown", nearest=tuple(_nearest(owners, name)))
+
+    def _fuzzy(self, key: str) -> tuple[int, int] | None:
+        """The one agency a key is a close spelling of, with its score; None if there is
+        none, or two agencies are equally close (a guess between them is no match)."""
+        scored = process.extract(
+            key, list(self.by_key), scorer=similarity, limit=None, score_cutoff=FUZZY_CUTOFF
+        )
+        best: dict[int, float] = {}
+        for choice, score, _index in scored:
+            agency_id = self.by_key[choice]
+            best[agency_id] = max(score, best.get(agency_id, 0.0))
+        ranked = sorted(best.items(), key=lambda item: -item[1])
+        if not ranked or (len(ranked) > 1 and ranked[1][1] == ranked[0][1]):
+            return None
+        return ranked[0][0], round(ranked[0][1])
 
 
 def get(session: Session, agency_id: int) -> Agency:
@@ -251,6 +416,7 @@ def merge(
     aliases = list(source.aliases)
     for alias in aliases:
         alias.agency = into
+    _merge_directory(session, source, into)
     events = [
         ("contact.deactivate", f"contact:{c.id}", _deactivated_by_merge(source, into))
         for c in deactivated
@@ -269,6 +435,17 @@ def merge(
     session.flush()
     audit.record_many(session, now=now, actor=actor, events=events)
     return MergeResult(len(moved_actions), len(contacts), len(aliases), len(deactivated))
+
+
+def _merge_directory(session: Session, source: Agency, into: Agency) -> None:
+    """``into`` is listed if either was; ``source``'s parts become ``into``'s, and ``into``
+    takes ``source``'s parent if it was one of its parts."""
+    into.listed = into.listed or source.listed
+    if into.parent_id == source.id:
+        into.parent_id = source.parent_id if source.parent_id != into.id else None
+    for part in session.scalars(select(Agency).where(Agency.parent_id == source.id)):
+        if part.id != into.id:
+            part.parent_id = into.id
 
 
 def _touch_actions(session: Session, agency: Agency, now: dt.datetime) -> list[Action]:
@@ -314,6 +491,8 @@ class AgencySummary:
     aliases: tuple[str, ...]  # normalised keys (see alias_key), as stored
     open_actions: int
     contacts: int  # active ones
+    parent: str | None = None  # the name of the body it is part of
+    listed: bool = False  # in the agency directory
 
 
 def list_with_counts(session: Session) -> list[AgencySummary]:
@@ -335,6 +514,8 @@ def list_with_counts(session: Session) -> list[AgencySummary]:
         select(Contact.agency_id, func.count()).where(Contact.active),
         Contact.agency_id,
     )
+    agencies = list_all(session)
+    names = {a.id: a.name for a in agencies}
     return [
         AgencySummary(
             a.id,
@@ -342,8 +523,10 @@ def list_with_counts(session: Session) -> list[AgencySummary]:
             tuple(keys.get(a.id, [])),
             open_actions.get(a.id, 0),
             contacts.get(a.id, 0),
+            names.get(a.parent_id) if a.parent_id else None,
+            a.listed,
         )
-        for a in list_all(session)
+        for a in agencies
     ]
 
 

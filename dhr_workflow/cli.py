@@ -27,6 +27,7 @@ from dhr_workflow import (
     __version__,
     actions,
     agencies,
+    agency_directory,
     anchors,
     audit,
     contacts,
@@ -43,7 +44,7 @@ from dhr_workflow import (
 from dhr_workflow.config import Settings, load_settings
 from dhr_workflow.errors import UserError
 from dhr_workflow.importer import read_plan
-from dhr_workflow.importer.apply import ImportReport, apply_plan
+from dhr_workflow.importer.apply import Change, ImportReport, Understood, apply_plan, understood
 from dhr_workflow.importer.readers import FORMATS
 from dhr_workflow.models import ActionStatus, ContactRole, Review, ReviewStatus
 from dhr_workflow.ruleset import summary as ruleset_summary
@@ -386,22 +387,11 @@ def _print_import(report: ImportReport, fmt: str, dry_run: bool) -> None:
         f"{review}: {report.count('create')} actions {verb} created, "
         f"{report.count('update')} updated, {report.count('unchanged')} unchanged"
     )
+    seen = understood(report)
     if dry_run:
-        _table(
-            ["line", "section", "ref", "change", "lead agency", "due", "status"],
-            [
-                [
-                    str(c.row.line),
-                    _short(c.row.section, 30),
-                    c.row.ref,
-                    c.kind,
-                    _short(c.values["lead_agency"] or "", 40),
-                    _d(c.values["due_date"]),
-                    c.values["status"],
-                ]
-                for c in report.changes
-            ],
-        )
+        _print_actions(seen)
+    for said in _understood_lines(seen):
+        click.echo(said)
     flagged = report.needs_review()
     if flagged:
         click.echo(f"needs review ({len(flagged)}):")
@@ -412,6 +402,53 @@ def _print_import(report: ImportReport, fmt: str, dry_run: bool) -> None:
         click.echo(f"  ignored line {line}: {why}")
     for action_id, ref in report.missing:
         click.echo(f"  not in this file: action {action_id} (rec {ref}); left as it is")
+
+
+def _print_actions(seen: Understood) -> None:
+    """Every action, a section of the table per recommendation."""
+    columns = ["line", "section", "ref", "change", "lead agency", "owner", "due", "status"]
+    table = Table(*columns, "flags", show_lines=False)
+    for _section, _ref, changes in seen.recommendations:
+        for c in changes:
+            cells = [
+                str(c.row.line), _short(c.row.section, 30), c.row.ref, c.kind,
+                _agency_cell(c), _short(c.values["owner_text"] or "", 30),
+                _d(c.values["due_date"]) or (c.values["target_text"] and "-") or "",
+                c.values["status"],
+                ", ".join(sorted({r.split(":", 1)[0] for r in c.values["review_reasons"]})),
+            ]  # fmt: skip
+            table.add_row(*(Text(cell) for cell in cells))
+        table.add_section()
+    _console().print(table)
+
+
+def _agency_cell(change: Change) -> str:
+    name = _short(change.values["lead_agency"] or "", 40)
+    match = change.agency
+    if match and match.kind == "fuzzy":
+        return f"{name} (fuzzy: {_short(match.written, 30)!r}, {match.score})"
+    if match and match.kind == "unknown":
+        return f"? {_short(match.written, 40)!r}"
+    if match and match.kind == "alias":
+        return f"{_short(match.agency or '', 40)} (as {_short(match.written, 30)!r})"
+    return name
+
+
+def _understood_lines(seen: Understood) -> list[str]:
+    """The summary: rows, agencies by how they matched, due dates by how they were read."""
+    agency = seen.agency_counts()
+    unknown = f", {agency['unknown']} not in the directory" if agency["unknown"] else ""
+    dates = seen.dates
+    lines = [
+        f"read {seen.rows_read} action(s), ignored {seen.rows_ignored} line(s); agencies: "
+        f"{agency['new']} new, {agency['matched']} matched, {agency['fuzzy']} fuzzy-matched"
+        f"{unknown}; due dates: {dates['parsed']} read, {dates['relative']} relative, "
+        f"{dates['recurring']} recurring, {dates['missing']} missing, "
+        f"{dates['completed']} not needed (completed)"
+    ]
+    for kind in ("new", "fuzzy", "unknown"):
+        lines += [f"  {m.describe()}" for m in seen.agencies[kind]]
+    return lines
 
 
 # --- rules and ticks -------------------------------------------------------------------------
@@ -762,7 +799,8 @@ ROLE = click.Choice([r.value for r in ContactRole], case_sensitive=False)
 
 @main.group("agencies")
 def agencies_group() -> None:
-    """Agencies named in plans and contacts: list, rename, merge, add a spelling."""
+    """Agencies named in plans and contacts: import the directory, list, rename, merge, add
+    a spelling."""
 
 
 @agencies_group.command("list")
@@ -776,17 +814,37 @@ def agencies_list(app: App, as_json: bool) -> None:
         _print_json(rows)
         return
     _table(
-        ["id", "name", "aliases", "open actions", "contacts"],
+        ["id", "name", "part of", "listed", "aliases", "open actions", "contacts"],
         [
             [
                 str(r["id"]),
                 r["name"],
+                r["parent"] or "",
+                "yes" if r["listed"] else "",
                 _short("; ".join(r["aliases"]), 80),
                 str(r["open_actions"]),
                 str(r["contacts"]),
             ]
             for r in rows
         ],
+    )
+
+
+@agencies_group.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@pass_app
+def agencies_import(app: App, file: Path) -> None:
+    """Import the agency directory from a CSV with columns name[, aliases, parent]; aliases
+    are separated by ; or |. Once there is a directory, a plan naming an agency it does not
+    know is flagged for review instead of creating one."""
+    rows = agency_directory.read_csv(file)
+    with app.store().transaction() as s:
+        result = agency_directory.import_rows(
+            s, rows, now=app.now(), actor=app.actor, source=file.name
+        )
+    click.echo(
+        f"{file}: {result.created} agency(ies) added, {result.updated} updated, "
+        f"{result.unchanged} already listed"
     )
 
 
@@ -1327,10 +1385,14 @@ def _table(columns: Sequence[str], rows: Iterable[Sequence[str | Text]]) -> None
     table = Table(*columns, show_lines=False)
     for row in rows:
         table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
+    _console().print(table)
+
+
+def _console() -> Console:
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # piped output: wide rows, not cells wrapped at 80 columns
-    console.print(table)
+    return console
 
 
 def _d(value: dt.date | None) -> str:

@@ -27,8 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false, true
 from sqlalchemy.sql.expression import text as sql_text
-from sqlalchemy.sql.expression import true
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -129,8 +129,17 @@ class Agency(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(300), unique=True, nullable=False)
     created_at: Mapped[dt.datetime] = _now_column()
+    # In the agency directory (`agencies import`): once any agency is, plans may only name
+    # known agencies, and an unknown name is flagged instead of created.
+    listed: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    # The body it is part of ("Operational Safeguarding Team" of "Bi-Borough Adult Social
+    # Care"): listed only; escalation and reports do not follow it.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("agency.id"), index=True)
 
     aliases: Mapped[list[AgencyAlias]] = relationship(back_populates="agency")
+    parent: Mapped[Agency | None] = relationship(remote_side=[id])
 
 
 class AgencyAlias(Base):

@@ -638,6 +638,8 @@ def test_cli_agencies_rename_alias_merge(
         "aliases": [BOARD_KEY],
         "open_actions": 2,
         "contacts": 2,
+        "parent": None,
+        "listed": False,
     }
     renamed = _ok(cli("agencies", "rename", "1", "Westminster VAWG Board"))
     assert renamed.stdout.strip() == (

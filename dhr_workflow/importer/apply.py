@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, joinedload
 
 from dhr_workflow import actions, agencies, audit, reviews
-from dhr_workflow.actions import AGENCY_REASON
+from dhr_workflow.actions import AGENCY_PREFIX, AGENCY_REASON
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.importer.parse import ParsedPlan, PlanRow
 from dhr_workflow.models import Action, ActionStatus, Agency, Recommendation, Review
@@ -44,6 +44,7 @@ class Change:
     after: dict[str, Any] = field(default_factory=dict)
     # The action's corrections after this import, when the plan has overtaken some of them.
     overrides: dict[str, Any] | None = None
+    agency: agencies.Match | None = None  # how the plan's agency name was understood
 
     def summary(self) -> dict[str, Any]:
         reasons = self.values["review_reasons"]
@@ -55,6 +56,8 @@ class Change:
             "due_date": _iso(self.values["due_date"]), "target_text": self.values["target_text"],
             "needs_review": bool(reasons), "review_reasons": reasons,
             "changed": audit.to_jsonable(self.after) if self.kind == "update" else {},
+            "owner": self.values["owner_text"],
+            "agency_match": self.agency.to_json() if self.agency else None,
         }  # fmt: skip
 
 
@@ -85,7 +88,76 @@ class ImportReport:
             ],
             "not_in_file": [{"action_id": i, "ref": r} for i, r in self.missing],
             "ignored_lines": [{"line": n, "why": w} for n, w in self.ignored],
+            "understood": understood(self).to_json(),
         }  # fmt: skip
+
+
+# How a change's due date was read, for the report: a date in words, one counted from a
+# review date, a repeating one, none where one is needed, none because it is completed.
+DATE_KINDS = ("parsed", "relative", "recurring", "missing", "completed")
+_PARSED_BASES = ("fixed", "month_end", "season")
+
+
+@dataclass(frozen=True)
+class Understood:
+    """What an import understood of a plan, for the dry run and the web preview."""
+
+    rows_read: int
+    rows_ignored: int
+    recommendations: list[tuple[str, str, list[Change]]]  # (section, ref, its actions)
+    agencies: dict[str, list[agencies.Match]]  # by match kind, one per name as written
+    dates: dict[str, int]  # by DATE_KINDS
+
+    def agency_counts(self) -> dict[str, int]:
+        """Agencies new, matched (by name or alias), fuzzy-matched and unknown: each agency
+        once (two spellings of one new agency are one)."""
+        found = self.agencies
+        return {
+            "new": len({agencies.alias_key(m.written) for m in found["new"]}),
+            "matched": len({m.agency_id for m in (*found["exact"], *found["alias"])}),
+            "fuzzy": len(found["fuzzy"]),
+            "unknown": len(found["unknown"]),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows_read": self.rows_read, "rows_ignored": self.rows_ignored,
+            "agencies": {
+                **self.agency_counts(),
+                "names": {k: [m.to_json() for m in v] for k, v in self.agencies.items() if v},
+            },
+            "dates": self.dates,
+            "recommendations": [
+                {"section": section, "ref": ref, "actions": [c.row.ref for c in changes]}
+                for section, ref, changes in self.recommendations
+            ],
+        }  # fmt: skip
+
+
+def understood(report: ImportReport) -> Understood:
+    """Count and group what the import read: rows, agencies by how they matched, dates by
+    how they were read, actions by recommendation."""
+    groups: dict[tuple[str, str], list[Change]] = {}
+    matches: dict[str, list[agencies.Match]] = {k: [] for k in agencies.MATCH_KINDS}
+    seen: set[str] = set()
+    dates = dict.fromkeys(DATE_KINDS, 0)
+    for change in report.changes:
+        groups.setdefault((change.row.section, change.row.rec_ref), []).append(change)
+        dates[date_kind(change.values)] += 1
+        if change.agency and change.agency.written not in seen:
+            seen.add(change.agency.written)
+            matches[change.agency.kind].append(change.agency)
+    recommendations = [(section, ref, changes) for (section, ref), changes in groups.items()]
+    return Understood(len(report.changes), len(report.ignored), recommendations, matches, dates)
+
+
+def date_kind(values: Mapping[str, Any]) -> str:
+    """Which of DATE_KINDS a change's due date is."""
+    if values["due_basis"] in _PARSED_BASES:
+        return "parsed"
+    if values["due_basis"] in ("relative", "recurring"):
+        return str(values["due_basis"])
+    return "completed" if values["status"] == ActionStatus.COMPLETED else "missing"
 
 
 def _iso(value: dt.date | None) -> str | None:
@@ -131,17 +203,19 @@ def plan_changes(
     """Compare the plan with the store; writes nothing (this is also the dry run)."""
     anchors = {k: getattr(review, k) if review else None for k in reviews.ANCHORS}
     existing = _existing(session, review)
-    agency_key = _agency_keys(session)
+    resolver = agencies.Resolver(session)
+    agency_key = _agency_keys(resolver)
     changes = []
     for row in plan.rows:
         values = desired(row, anchors, today)
+        match = _resolve_agency(resolver, values)
         action = existing.pop(row.key, None)
         if action is None:
-            changes.append(Change("create", row, values))
+            changes.append(Change("create", row, values, agency=match))
             continue
         before, after, overrides = _differences(agency_key, action, values)
         kind: Literal["update", "unchanged"] = "update" if after else "unchanged"
-        changes.append(Change(kind, row, values, action.id, before, after, overrides))
+        changes.append(Change(kind, row, values, action.id, before, after, overrides, match))
     missing = sorted((a.id, a.ref) for a in existing.values())
     return changes, missing
 
@@ -178,7 +252,7 @@ def _differences(
         want["review_reasons"] = [
             r
             for r in want["review_reasons"]
-            if r != AGENCY_REASON and not (chosen and r.startswith(actions.AGENCY_PREFIX))
+            if r != AGENCY_REASON and not (chosen and r.startswith(AGENCY_PREFIX))
         ]
     # A revised plan may have removed or reordered rows: the completed status may now belong
     # to another action. Flag it rather than carry it over silently.
@@ -230,20 +304,33 @@ def _plan_view(action: Action) -> dict[str, Any]:
     return view
 
 
-def _agency_keys(session: Session) -> AgencyKey:
-    """Which agency a name means, as a comparable key; each name is looked up once per import
-    (a plan names a few agencies on thousands of rows, and nothing is written meanwhile)."""
-    known: dict[str, str] = {}
+def _agency_keys(resolver: agencies.Resolver) -> AgencyKey:
+    """Which agency a name means, as a comparable key: a close spelling the directory
+    resolves is the agency it resolves to. The resolver looks each name up once."""
 
     def key(name: str | None) -> str | None:
         if not name:
             return None
-        if name not in known:
-            found = agencies.find(session, name)
-            known[name] = f"id:{found.id}" if found else agencies.alias_key(name)
-        return known[name]
+        match = resolver.match(name)
+        return f"id:{match.agency_id}" if match.agency_id else agencies.alias_key(name)
 
     return key
+
+
+def _resolve_agency(resolver: agencies.Resolver, values: dict[str, Any]) -> agencies.Match | None:
+    """Resolve the row's agency name through the store. A close spelling becomes the agency's
+    own name (shown in the report, not remembered as an alias); a name the directory does not
+    know is dropped and flagged with the nearest names, never created."""
+    written = values["lead_agency"]
+    if not written:
+        return None
+    match = resolver.match(written)
+    if match.kind == "fuzzy":
+        values["lead_agency"] = match.agency
+    elif match.kind == "unknown":
+        values["lead_agency"] = None
+        values["review_reasons"] = [*values["review_reasons"], agencies.unknown_reason(match)]
+    return match
 
 
 def _reasons_after(action: Action, values: dict[str, Any], *, due_moved: bool) -> list[str]:
@@ -265,7 +352,7 @@ def _reasons_after(action: Action, values: dict[str, Any], *, due_moved: bool) -
         for r in values["review_reasons"]
         if r.startswith(("status:", "text:")) and r not in others
     ]
-    agency = [r for r in values["review_reasons"] if r.startswith(actions.AGENCY_PREFIX)]
+    agency = [r for r in values["review_reasons"] if r.startswith(AGENCY_PREFIX)]
     return [*kept_due, *agency, *others]
 
 
@@ -323,9 +410,20 @@ def apply_plan(
             "updated": report.count("update"),
             "unchanged": report.count("unchanged"),
             "not_in_file": [i for i, _ in missing],
+            **_agency_notes(report),
         },
     )
     return report
+
+
+def _agency_notes(report: ImportReport) -> dict[str, Any]:
+    """Names matched by a close spelling or not at all, for the import's audit event (only
+    when there are some: an import without a directory records what it always did)."""
+    notes: dict[str, list[str]] = {}
+    for match in dict.fromkeys(c.agency for c in report.changes if c.agency):  # each once
+        if match.kind in ("fuzzy", "unknown"):
+            notes.setdefault(f"agencies_{match.kind}", []).append(match.describe())
+    return notes
 
 
 class _Row(SimpleNamespace):
@@ -397,6 +495,9 @@ class _Writes:
     def agency(self, name: str) -> Agency:
         if name not in self.agencies:
             self.flush()  # find_or_create may append agency.create: after the events before it
+            if agencies.directory_exists(self.session) and not agencies.find(self.session, name):
+                # plan_changes flagged it; reaching here would be a bug, not a new agency
+                raise InvalidInput(f"agency: {name!r} is not in the agency directory")
             found = agencies.find_or_create(self.session, name, now=self.now, actor=self.actor)
             self.agencies[name] = found
         return self.agencies[name]

@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dhr_workflow import agencies, anchors, reviews
+from dhr_workflow import anchors, reviews
 from dhr_workflow.errors import UserError
 from dhr_workflow.importer import read_plan
-from dhr_workflow.importer.apply import ImportReport, apply_plan
+from dhr_workflow.importer.apply import ImportReport, apply_plan, understood
 from dhr_workflow.importer.parse import ParsedPlan
 from dhr_workflow.importer.readers import Source
 from dhr_workflow.models import PlanUpload, Review
@@ -172,8 +172,7 @@ def _preview(web: Web, upload_id: str) -> dict[str, Any]:
         parsed = _parse(row.filename, row.content)
         review = s.scalar(select(Review).where(Review.ref == row.review_ref))
         report = _dry_run(s, web, row.review_ref, parsed)
-        names = {c.values["lead_agency"] for c in report.changes if c.values["lead_agency"]}
-        new_agencies = sorted(n for n in names if agencies.find(s, n) is None)
+        seen = understood(report)
         plan_title = parsed[2].title
         return {
             "title": "Check the import",
@@ -183,7 +182,9 @@ def _preview(web: Web, upload_id: str) -> dict[str, Any]:
             "warnings": parsed[1].warnings,
             "review": review,
             "plan_title": (review.title if review else None) or plan_title or row.review_ref,
-            "new_agencies": new_agencies,
+            "understood": seen,
+            "agency_counts": seen.agency_counts(),
+            "new_agencies": sorted({m.written for m in seen.agencies["new"]}),
             "anchors": ANCHOR_LABELS,
             "dates": {
                 k: date_fields(getattr(review, k) if review else None) for k in ANCHOR_LABELS
