@@ -1,0 +1,320 @@
+"""PDF plans to lines, with pdfplumber: the same :class:`Line` objects as every other reader.
+
+A page is read as blocks in vertical order:
+- ruled tables (cells bounded by drawn lines, as Word and most exports draw them): one line
+  per table row, each cell's text whole however many lines it wraps over;
+- everything else, line by line: a line of text with three or more columns set apart by wide
+  gaps starts an unruled table, whose column positions then place the words of the lines
+  below it (on later pages too) into cells; a row's wrapped lines are kept together when the
+  table spaces its rows apart; other text becomes one single-cell line per paragraph.
+
+A row cut by a page break continues at the top of the next page's table without its ref: the
+reader joins it back to the row it belongs to (below the repeated header, if there is one),
+so the parser never has to guess whether it is a continuation or a second action.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from dhr_workflow.errors import InvalidInput
+from dhr_workflow.importer.readers import Line
+
+# Called after each page with (pages read, pages in the file).
+PageProgress = Callable[[int, int], None]
+
+_RULED = {"vertical_strategy": "lines", "horizontal_strategy": "lines"}
+_BULLET_START = re.compile(r"^([•▪●◦\-–*]|\(?[a-z0-9]{1,3}[.)])\s", re.I)
+_ALIGN = 3.0  # points: a word this close to a column's left edge starts that column
+
+
+@dataclass
+class _Text:
+    """A line of text on a page: its words left to right."""
+
+    top: float
+    bottom: float
+    size: float
+    bold: bool
+    words: list[dict[str, Any]]
+
+    @property
+    def x0(self) -> float:
+        return float(self.words[0]["x0"])
+
+    def segments(self) -> list[list[dict[str, Any]]]:
+        """Runs of words split where the gap is wider than a space: the cells of a table line."""
+        runs = [[self.words[0]]]
+        for before, word in pairwise(self.words):
+            if word["x0"] - before["x1"] > 0.9 * self.size:
+                runs.append([])
+            runs[-1].append(word)
+        return runs
+
+
+@dataclass
+class _Block:
+    top: float
+    rows: list[tuple[str, ...]]
+    ruled: bool = False
+
+
+@dataclass
+class _State:
+    """What carries from page to page: the unruled table's columns, the last ruled table."""
+
+    columns: list[float] = field(default_factory=list)
+    last_header: tuple[str, ...] | None = None
+    last_row: int | None = None  # index in the output of the last ruled table's last row
+
+
+def read_pdf(
+    path: Path, data: bytes, notes: list[str], progress: PageProgress | None = None
+) -> Iterator[Line]:
+    """The lines of a PDF plan; one clear :class:`InvalidInput` for a file it cannot read."""
+    from pdfminer.pdfdocument import PDFPasswordIncorrect
+    from pdfplumber.utils.exceptions import PdfminerException
+
+    try:
+        rows = _read(path, data, progress)
+    except PdfminerException as exc:
+        if exc.args and isinstance(exc.args[0], PDFPasswordIncorrect):
+            raise InvalidInput(
+                f"{path}: is password-protected: save an unprotected copy "
+                "(print to PDF, or remove the password in the PDF reader) and import that"
+            ) from None
+        raise _damaged(path, exc) from None
+    except InvalidInput:
+        raise
+    except Exception as exc:  # pdfminer raises many types on a damaged file
+        raise _damaged(path, exc) from None
+    return iter([Line(number, cells) for number, cells in enumerate(rows, start=1)])
+
+
+def _damaged(path: Path, exc: Exception) -> InvalidInput:
+    cause = exc.args[0] if isinstance(exc.args and exc.args[0], Exception) else exc
+    return InvalidInput(
+        f"{path}: not a readable PDF ({cause.__class__.__name__}: {str(cause)[:80]}); "
+        "it may be damaged or cut short: save or download it again"
+    )
+
+
+def _read(path: Path, data: bytes, progress: PageProgress | None) -> list[tuple[str, ...]]:
+    import pdfplumber
+
+    out: list[tuple[str, ...]] = []
+    state = _State()
+    with pdfplumber.open(io.BytesIO(data)) as pdf:
+        total = len(pdf.pages)
+        for index, page in enumerate(pdf.pages, start=1):
+            _add_page(out, _blocks(page, state), state)
+            page.close()  # drops the page's parsed objects: memory stays flat on long files
+            if progress is not None:
+                progress(index, total)
+    if not any(cell.strip() for cells in out for cell in cells):
+        raise InvalidInput(
+            f"{path}: has no text layer (a scan?): run it through OCR (most scanners and "
+            "PDF readers can) or import the plan's Word or Excel original"
+        )
+    return out
+
+
+def _blocks(page: Any, state: _State) -> list[_Block]:
+    """A page's ruled tables and its other text, in vertical order."""
+    tables = [t for t in page.find_tables(_RULED) if _is_table(t)]
+    boxes = [t.bbox for t in tables]
+    blocks = [_Block(t.bbox[1], _table_rows(t), ruled=True) for t in tables]
+    words = [
+        w
+        for w in page.extract_words(extra_attrs=["size", "fontname"])
+        if not any(_inside(w, box) for box in boxes)
+    ]
+    blocks += _text_blocks(_lines_of(words), state)
+    return sorted(blocks, key=lambda b: b.top)
+
+
+def _is_table(table: Any) -> bool:
+    # A box drawn round a note is one cell: text, not a table.
+    return any(sum(cell is not None for cell in row.cells) > 1 for row in table.rows)
+
+
+def _inside(word: dict[str, Any], box: Sequence[float]) -> bool:
+    x: float = (word["x0"] + word["x1"]) / 2
+    y: float = (word["top"] + word["bottom"]) / 2
+    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+def _table_rows(table: Any) -> list[tuple[str, ...]]:
+    rows = []
+    for cells in table.extract():
+        texts = tuple(_unwrap(cell or "") for cell in cells)
+        if any(texts):
+            rows.append(texts)
+    return rows
+
+
+def _unwrap(text: str) -> str:
+    """A cell's lines as the sentence they wrap: joined by spaces, but a bullet or numbered
+    item keeps its own line, and a word hyphenated at the line end is whole again."""
+    out = ""
+    for line in (part.strip() for part in text.splitlines()):
+        if not line:
+            continue
+        if not out:
+            out = line
+        elif _BULLET_START.match(line):
+            out += "\n" + line
+        elif out.endswith("-") and out[-2:-1].isalpha() and line[:1].islower():
+            out += line
+        else:
+            out += " " + line
+    return out
+
+
+def _lines_of(words: list[dict[str, Any]]) -> list[_Text]:
+    """Words grouped into lines of text by their vertical position."""
+    lines: list[_Text] = []
+    for word in sorted(words, key=lambda w: (round(w["top"]), w["x0"])):
+        line = lines[-1] if lines else None
+        if line is not None and abs(word["top"] - line.top) <= 0.3 * line.size:
+            line.words.append(word)
+            line.bottom = max(line.bottom, word["bottom"])
+        else:
+            lines.append(
+                _Text(
+                    word["top"],
+                    word["bottom"],
+                    word["size"],
+                    "bold" in word["fontname"].lower(),
+                    [word],
+                )
+            )
+    for line in lines:
+        line.words.sort(key=lambda w: w["x0"])
+    return lines
+
+
+def _text_blocks(lines: list[_Text], state: _State) -> list[_Block]:
+    """Paragraphs and unruled tables from the lines outside ruled tables."""
+    blocks: list[_Block] = []
+    run: list[tuple[_Text, list[str]]] = []  # consecutive lines of an unruled table
+    paragraph: list[_Text] = []
+    for line in lines:
+        cells = _in_columns(line, state.columns)
+        if cells is None and len(line.segments()) >= 3:
+            state.columns = [float(segment[0]["x0"]) for segment in line.segments()]
+            cells = _in_columns(line, state.columns)
+        if cells is None:
+            if paragraph and not _same_paragraph(paragraph[-1], line):
+                blocks.append(_paragraph(paragraph))
+                paragraph = []
+            paragraph.append(line)
+            continue
+        if paragraph:
+            blocks.append(_paragraph(paragraph))
+            paragraph = []
+        if run and line.top - run[-1][0].bottom > 2 * line.size:  # far below: a new table
+            blocks.append(_unruled(run))
+            run = []
+        run.append((line, cells))
+    if paragraph:
+        blocks.append(_paragraph(paragraph))
+    if run:
+        blocks.append(_unruled(run))
+    return blocks
+
+
+def _in_columns(line: _Text, columns: list[float]) -> list[str] | None:
+    """The line's words placed in the table's columns, or None when it does not line up."""
+    if not columns or line.x0 < columns[0] - _ALIGN:
+        return None
+    for segment in line.segments():
+        if not any(abs(segment[0]["x0"] - x) <= _ALIGN for x in columns):
+            return None
+    cells: list[list[str]] = [[] for _ in columns]
+    for word in line.words:
+        column = max(i for i, x in enumerate(columns) if x <= word["x0"] + _ALIGN)
+        cells[column].append(word["text"])
+    return [" ".join(words) for words in cells]
+
+
+def _same_paragraph(above: _Text, line: _Text) -> bool:
+    return (
+        line.top - above.bottom <= 0.6 * line.size
+        and abs(line.size - above.size) < 0.5
+        and line.bold == above.bold
+    )
+
+
+def _paragraph(lines: list[_Text]) -> _Block:
+    text = _unwrap("\n".join(" ".join(w["text"] for w in line.words) for line in lines))
+    return _Block(lines[0].top, [(text,)])
+
+
+def _unruled(run: list[tuple[_Text, list[str]]]) -> _Block:
+    """An unruled table's lines as rows. When the table leaves more space between rows than
+    between the lines of a cell, lines are grouped into rows by that space (so a cell wrapped
+    over three lines is one cell); when all lines are evenly spaced, each line is a row and
+    the parser joins the lines that carry no ref."""
+    gaps = [b[0].top - a[0].top for a, b in pairwise(run)]
+    pitch = min(gaps, default=0.0)
+    spaced = any(
+        gap > pitch + 0.3 * line.size for gap, (line, _) in zip(gaps, run[1:], strict=False)
+    )
+    rows: list[list[str]] = [list(run[0][1])]
+    for gap, (line, cells) in zip(gaps, run[1:], strict=False):
+        if spaced and gap <= pitch + 0.3 * line.size:
+            rows[-1] = [
+                f"{a}\n{b}" if a and b else a or b for a, b in zip(rows[-1], cells, strict=True)
+            ]
+        else:
+            rows.append(list(cells))
+    return _Block(run[0][0].top, [tuple(_unwrap(c) for c in row) for row in rows])
+
+
+def _add_page(out: list[tuple[str, ...]], blocks: list[_Block], state: _State) -> None:
+    """A page's rows onto the output; the first ruled table's leading row without a ref is
+    the end of the previous page's last row, and is joined back to it."""
+    first_ruled = True
+    for block in blocks:
+        rows = block.rows
+        if block.ruled:
+            if first_ruled:
+                rows = _join_cut_row(out, rows, state)
+                first_ruled = False
+            if rows and rows[0] != state.last_header:
+                state.last_header = rows[0]
+        out.extend(_trimmed(row) for row in rows)
+        if block.ruled and rows:
+            state.last_row = len(out) - 1
+
+
+def _join_cut_row(
+    out: list[tuple[str, ...]], rows: list[tuple[str, ...]], state: _State
+) -> list[tuple[str, ...]]:
+    if state.last_row is None:
+        return rows
+    at = 1 if rows and rows[0] == state.last_header else 0  # below a repeated header
+    cut = out[state.last_row]
+    if at < len(rows) and not rows[at][0] and len(rows[at]) == len(cut):
+        out[state.last_row] = tuple(
+            _unwrap(f"{a}\n{b}") for a, b in zip(cut, rows[at], strict=True)
+        )
+        return [*rows[:at], *rows[at + 1 :]]
+    return rows
+
+
+def _trimmed(cells: tuple[str, ...]) -> tuple[str, ...]:
+    """Without trailing empty cells: a row with only its first cell filled (a section name
+    across the table's width) is a heading-like line, as the parser reads it from a
+    spreadsheet."""
+    end = len(cells)
+    while end > 1 and not cells[end - 1].strip():
+        end -= 1
+    return cells[:end]
