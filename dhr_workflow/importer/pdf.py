@@ -8,9 +8,12 @@ A page is read as blocks in vertical order:
   below it (on later pages too) into cells; a row's wrapped lines are kept together when the
   table spaces its rows apart; other text becomes one single-cell line per paragraph.
 
-A row cut by a page break continues at the top of the next page's table without its ref: the
-reader joins it back to the row it belongs to (below the repeated header, if there is one),
-so the parser never has to guess whether it is a continuation or a second action.
+A row cut by a page break goes on at the top of the next page's table (below the repeated
+header, if there is one) as a row without a ref. When that row reads as the rest of the cut
+one (a cell goes on in lower case, mid-sentence) the reader joins the two, so the parser sees
+the row whole: a second action under the same recommendation that a page break cut in two is
+still one row with its holder and date. Any other row without a ref is left to the parser,
+which continues the action above or, if it brings its own holder and date, starts a second one.
 """
 
 from __future__ import annotations
@@ -67,11 +70,12 @@ class _Block:
 
 @dataclass
 class _State:
-    """What carries from page to page: the unruled table's columns, the last ruled table."""
+    """What carries from page to page: the columns of the unruled table being read, the
+    header and last row of the last ruled table."""
 
     columns: list[float] = field(default_factory=list)
-    last_header: tuple[str, ...] | None = None
-    last_row: int | None = None  # index in the output of the last ruled table's last row
+    header: tuple[str, ...] | None = None
+    last_row: int | None = None  # its index in the output
 
 
 def read_pdf(
@@ -127,7 +131,7 @@ def _read(path: Path, data: bytes, progress: PageProgress | None) -> list[tuple[
 
 def _blocks(page: Any, state: _State) -> list[_Block]:
     """A page's ruled tables and its other text, in vertical order."""
-    tables = [t for t in page.find_tables(_RULED) if _is_table(t)]
+    tables = [t for t in page.find_tables(_closed(page)) if _is_table(t)]
     boxes = [t.bbox for t in tables]
     blocks = [_Block(t.bbox[1], _table_rows(t), ruled=True) for t in tables]
     words = [
@@ -137,6 +141,17 @@ def _blocks(page: Any, state: _State) -> list[_Block]:
     ]
     blocks += _text_blocks(_lines_of(words), state)
     return sorted(blocks, key=lambda b: b.top)
+
+
+def _closed(page: Any) -> dict[str, Any]:
+    """The "lines" strategy, with a rule added where the page's vertical rules start and end:
+    a row cut by the page break is often drawn open (no rule under its part on this page, or
+    over its part on the next), and a cell with an open side is not found at all."""
+    ends = [(e["top"], e["bottom"]) for e in page.edges if e["orientation"] == "v"]
+    if not ends:
+        return _RULED
+    rules = [min(top for top, _ in ends), max(bottom for _, bottom in ends)]
+    return {**_RULED, "explicit_horizontal_lines": rules}
 
 
 def _is_table(table: Any) -> bool:
@@ -151,9 +166,13 @@ def _inside(word: dict[str, Any], box: Sequence[float]) -> bool:
 
 
 def _table_rows(table: Any) -> list[tuple[str, ...]]:
+    """Each row's own cells. pdfplumber lays every row on the grid of all the table's rules,
+    with None where a row has no cell of its own (a cell spanning columns, or a row drawn
+    with other widths, as Word allows and tables stacked on one another look): those are
+    left out, so a row's cells are those a reader sees, as extracted text gives them."""
     rows = []
     for cells in table.extract():
-        texts = tuple(_unwrap(cell or "") for cell in cells)
+        texts = tuple(_unwrap(cell) for cell in cells if cell is not None)
         if any(texts):
             rows.append(texts)
     return rows
@@ -279,17 +298,14 @@ def _unruled(run: list[tuple[_Text, list[str]]]) -> _Block:
 
 
 def _add_page(out: list[tuple[str, ...]], blocks: list[_Block], state: _State) -> None:
-    """A page's rows onto the output; the first ruled table's leading row without a ref is
-    the end of the previous page's last row, and is joined back to it."""
-    first_ruled = True
+    first = True
     for block in blocks:
         rows = block.rows
-        if block.ruled:
-            if first_ruled:
-                rows = _join_cut_row(out, rows, state)
-                first_ruled = False
-            if rows and rows[0] != state.last_header:
-                state.last_header = rows[0]
+        if block.ruled and first:
+            rows = _join_cut_row(out, rows, state)
+            first = False
+        if block.ruled and rows and rows[0] != state.header:
+            state.header = rows[0]
         out.extend(_trimmed(row) for row in rows)
         if block.ruled and rows:
             state.last_row = len(out) - 1
@@ -298,16 +314,21 @@ def _add_page(out: list[tuple[str, ...]], blocks: list[_Block], state: _State) -
 def _join_cut_row(
     out: list[tuple[str, ...]], rows: list[tuple[str, ...]], state: _State
 ) -> list[tuple[str, ...]]:
+    """The page's first table without the rest of the previous page's cut row, which is
+    joined back to it."""
     if state.last_row is None:
         return rows
-    at = 1 if rows and rows[0] == state.last_header else 0  # below a repeated header
-    cut = out[state.last_row]
-    if at < len(rows) and not rows[at][0] and len(rows[at]) == len(cut):
-        out[state.last_row] = tuple(
-            _unwrap(f"{a}\n{b}") for a, b in zip(cut, rows[at], strict=True)
-        )
-        return [*rows[:at], *rows[at + 1 :]]
-    return rows
+    at = 1 if rows and rows[0] == state.header else 0
+    if at >= len(rows) or rows[at][0] or not any(c[:1].islower() for c in rows[at]):
+        return rows
+    cut, rest = list(out[state.last_row]), list(rows[at])
+    width = max(len(cut), len(rest))
+    cut += [""] * (width - len(cut))
+    rest += [""] * (width - len(rest))
+    out[state.last_row] = _trimmed(
+        tuple(_unwrap(f"{a}\n{b}") for a, b in zip(cut, rest, strict=True))
+    )
+    return [*rows[:at], *rows[at + 1 :]]
 
 
 def _trimmed(cells: tuple[str, ...]) -> tuple[str, ...]:
