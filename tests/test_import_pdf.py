@@ -401,3 +401,13 @@ def test_thirty_pages_are_read_with_progress(tmp_path: Path) -> None:
     assert sum(line.cells == HEADER for line in source.lines) == 30
     assert sum(line.cells[0].startswith("4. Referrals") for line in source.lines) == 30
     assert elapsed < 60, f"30 pages took {elapsed:.1f}s"
+
+
+@pytest.mark.slow
+def test_two_hundred_pages_import(cli: CliFn, tmp_path: Path) -> None:
+    path = _long_plan(tmp_path, 200)
+    started = time.monotonic()
+    report = _import(cli, path, "BIG")
+    elapsed = time.monotonic() - started
+    assert len(report["actions"]) == 800  # four on each page, each page its own agency
+    assert elapsed < 120, f"200 pages took {elapsed:.1f}s"  # about 30 s measured
