@@ -182,6 +182,26 @@ def test_plan_reads_as_its_text(
     assert got[("Turning Point", "3")]["due_basis"] == "relative"
 
 
+def test_landscape_page_turned_by_rotate_reads_the_same(cli: CliFn, tmp_path: Path) -> None:
+    """Landscape as some exports make it: portrait paper, the content drawn sideways and the
+    page turned by /Rotate 90 for display."""
+    from pypdf import PdfReader, PdfWriter
+
+    plan = _build(tmp_path / "wide.pdf", _plan_story(SECTIONS, ruled=True), landscape(A4))
+    writer = PdfWriter(clone_from=PdfReader(plan))
+    for page in writer.pages:
+        page.rotate(270)
+        page.transfer_rotation_to_content()
+        page.rotate(90)
+    turned = tmp_path / "turned.pdf"
+    writer.write(turned)
+    assert PdfReader(turned).pages[0].rotation == 90
+    assert [ln.cells for ln in read_source(turned).lines] == [
+        ln.cells for ln in read_source(plan).lines
+    ]
+    _same_as_text(cli, turned, _text_plan(tmp_path / "plan.txt", SECTIONS))
+
+
 def test_header_repeated_on_every_page_and_page_furniture(cli: CliFn, tmp_path: Path) -> None:
     rows = [
         (

@@ -136,7 +136,8 @@ def _blocks(page: Any, state: _State) -> list[_Block]:
     blocks = [_Block(t.bbox[1], _table_rows(t), ruled=True) for t in tables]
     words = [
         w
-        for w in page.extract_words(extra_attrs=["size", "fontname"])
+        # (not split by font size: a page turned by /Rotate gives 17.999... beside 18.0)
+        for w in page.extract_words(return_chars=True)
         if not any(_inside(w, box) for box in boxes)
     ]
     blocks += _text_blocks(_lines_of(words), state)
@@ -209,8 +210,8 @@ def _lines_of(words: list[dict[str, Any]]) -> list[_Text]:
                 _Text(
                     word["top"],
                     word["bottom"],
-                    word["size"],
-                    "bold" in word["fontname"].lower(),
+                    word["bottom"] - word["top"],  # the font size, as pdfplumber measures it
+                    "bold" in word["chars"][0]["fontname"].lower(),
                     [word],
                 )
             )
