@@ -349,10 +349,19 @@ def _encrypted() -> bytes:
     return _canvas_pdf(lambda pdf: pdf.drawString(72, 700, "Action plan"), encrypt=secret)
 
 
-def _scanned() -> bytes:
-    """A page that is only a picture of text, as a scanner makes it."""
-    image = Image.new("RGB", (400, 200), "white")
-    return _canvas_pdf(lambda pdf: pdf.drawImage(ImageReader(image), 72, 500, 400, 200))
+def _scanned(stamped: bool = False) -> bytes:
+    """Pages that are only pictures of text, as a scanner makes them; some scanners or
+    document systems stamp a page number or reference on them as text."""
+    image = ImageReader(Image.new("RGB", (200, 280), "white"))
+
+    def draw(pdf: canvas.Canvas) -> None:
+        for n in (1, 2):
+            pdf.drawImage(image, 20, 20, A4[0] - 40, A4[1] - 40)
+            if stamped:
+                pdf.drawString(40, 10, f"Scanned by MFD-3 — page {n} of 2")
+            pdf.showPage()
+
+    return _canvas_pdf(draw)
 
 
 def _plan_bytes(tmp_path: Path) -> bytes:
@@ -364,6 +373,7 @@ def _plan_bytes(tmp_path: Path) -> bytes:
     [
         (lambda _: _encrypted(), "plan.pdf: is password-protected: save an unprotected copy"),
         (lambda _: _scanned(), "plan.pdf: has no text layer (a scan?): run it through OCR"),
+        (lambda _: _scanned(stamped=True), "plan.pdf: has no text layer (a scan?)"),
         (
             lambda _: b"Recommendation\tAction\n1\tbrief staff\n",
             "plan.pdf: not a PDF despite its name",
@@ -371,7 +381,7 @@ def _plan_bytes(tmp_path: Path) -> bytes:
         (lambda tmp: _plan_bytes(tmp)[:400], "plan.pdf: not a readable PDF"),
         (lambda _: b"%PDF-1.7\n%\xe2\xe3\n1 0 obj\n<< /Type", "plan.pdf: not a readable PDF"),
     ],
-    ids=["encrypted", "scanned", "not-a-pdf", "truncated", "header-only"],
+    ids=["encrypted", "scanned", "scanned-stamped", "not-a-pdf", "truncated", "header-only"],
 )
 def test_bad_pdfs_are_one_line_and_write_nothing(
     cli: CliFn, tmp_path: Path, make: Any, message: str

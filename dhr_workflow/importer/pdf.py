@@ -101,10 +101,11 @@ def read_pdf(
     return iter([Line(number, cells) for number, cells in enumerate(rows, start=1)])
 
 
-def _damaged(path: Path, exc: Exception) -> InvalidInput:
+def _damaged(path: Path, exc: Exception, page: int | None = None) -> InvalidInput:
     cause = exc.args[0] if isinstance(exc.args and exc.args[0], Exception) else exc
+    where = f"page {page} cannot be read" if page else "not a readable PDF"
     return InvalidInput(
-        f"{path}: not a readable PDF ({cause.__class__.__name__}: {str(cause)[:80]}); "
+        f"{path}: {where} ({cause.__class__.__name__}: {str(cause)[:80]}); "
         "it may be damaged or cut short: save or download it again"
     )
 
@@ -114,19 +115,33 @@ def _read(path: Path, data: bytes, progress: PageProgress | None) -> list[tuple[
 
     out: list[tuple[str, ...]] = []
     state = _State()
+    pictures = 0
     with pdfplumber.open(io.BytesIO(data)) as pdf:
         total = len(pdf.pages)
+        if not total:
+            raise InvalidInput(f"{path}: a PDF with no pages")
         for index, page in enumerate(pdf.pages, start=1):
-            _add_page(out, _blocks(page, state), state)
+            try:
+                _add_page(out, _blocks(page, state), state)
+                pictures += _picture(page)
+            except Exception as exc:  # one damaged page: say which
+                raise _damaged(path, exc, index) from None
             page.close()  # drops the page's parsed objects: memory stays flat on long files
             if progress is not None:
                 progress(index, total)
-    if not any(cell.strip() for cells in out for cell in cells):
+    if pictures == total or not any(cell.strip() for cells in out for cell in cells):
         raise InvalidInput(
             f"{path}: has no text layer (a scan?): run it through OCR (most scanners and "
             "PDF readers can) or import the plan's Word or Excel original"
         )
     return out
+
+
+def _picture(page: Any) -> bool:
+    """A scanned page: a picture over most of it and next to no text (a stamped page
+    number or file name at most)."""
+    area = sum((i["x1"] - i["x0"]) * (i["bottom"] - i["top"]) for i in page.images)
+    return bool(area >= 0.5 * page.width * page.height and len(page.chars) < 200)
 
 
 def _blocks(page: Any, state: _State) -> list[_Block]:
