@@ -23,6 +23,7 @@ from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Table, T
 from dhr_workflow.importer.readers import detect_format, read_source
 from dhr_workflow.importer.text import clean
 from tests.conftest import CliFn
+from tests.web_support import Site, csrf, site_fixture  # noqa: F401
 
 PLANS = Path(__file__).parent / "data" / "plans"
 STYLES = getSampleStyleSheet()
@@ -441,3 +442,34 @@ def test_two_hundred_pages_import(cli: CliFn, tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     assert len(report["actions"]) == 800  # four on each page, each page its own agency
     assert elapsed < 120, f"200 pages took {elapsed:.1f}s"  # about 30 s measured
+
+
+# --- the web upload --------------------------------------------------------------------------
+
+
+def _upload(site: Site, name: str, content: bytes) -> Any:
+    client = site.client()
+    site.sign_in(client, "cat@csp.example.org")
+    page = client.get("/import")
+    assert 'accept=".docx,.xlsx,.pdf,' in page.text
+    uploaded = client.post(
+        "/import",
+        data={"csrf_token": csrf(page.text), "review": "WEB"},
+        files={"plan": (name, content, "application/pdf")},
+    )
+    return client, uploaded
+
+
+def test_web_upload_reads_a_pdf_plan(site: Site, tmp_path: Path) -> None:
+    client, uploaded = _upload(site, "Case K plan.pdf", _plan_bytes(tmp_path))
+    assert uploaded.status_code == 303, uploaded.text
+    preview = client.get(uploaded.headers["location"])
+    assert "4 new actions" in preview.text
+    assert "Turning Point" in preview.text  # a new agency name, read from the PDF
+
+
+def test_web_upload_of_a_scan_says_so(site: Site) -> None:
+    _, refused = _upload(site, "scan.pdf", _scanned())
+    assert refused.status_code == 400
+    assert "scan.pdf: has no text layer (a scan?)" in html.unescape(refused.text)
+    assert "/tmp/" not in refused.text
