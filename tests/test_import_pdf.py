@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from reportlab.lib import colors, pdfencrypt
 from reportlab.lib.pagesizes import A4, landscape
-from reportlab.lib.styles import getSampleStyleSheet
+from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
 from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Table, TableStyle
@@ -66,15 +66,17 @@ SECTIONS: dict[str, list[tuple[str, ...]]] = {
 }
 
 
+_WIDTHS = [150, 210, 110, 90, 90]
+
+
 def _p(text: str, style: str = "BodyText") -> Paragraph:
     return Paragraph(html.escape(text), STYLES[style])
 
 
 def _table(rows: list[tuple[str, ...]], *, ruled: bool, repeat: bool = True) -> Table:
-    widths = [150, 210, 110, 90, 90]
     table = Table(
         [[_p(c) for c in row] for row in [HEADER, *rows]],
-        colWidths=widths,
+        colWidths=_WIDTHS,
         repeatRows=1 if repeat else 0,
     )
     style: list[Any] = [("VALIGN", (0, 0), (-1, -1), "TOP")]
@@ -181,6 +183,43 @@ def test_plan_reads_as_its_text(
     assert got[("West Mercia Police", "2")]["due_date"] == "2024-12-31"
     assert {r["lead_agency"] for r in rows} == {"West Mercia Police", "Turning Point"}
     assert got[("Turning Point", "3")]["due_basis"] == "relative"
+
+
+_CENTRED = ParagraphStyle(
+    "centred", parent=STYLES["BodyText"], alignment=1, fontName="Helvetica-Bold"
+)
+_LAYOUTS: dict[str, tuple[list[Any], ParagraphStyle | None]] = {
+    # only the header boxed: found as a one-row ruled table, the rows below by their columns
+    "header-boxed": ([("GRID", (0, 0), (-1, 0), 0.5, colors.black)], None),
+    "header-shaded": ([("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey)], None),
+    "rules-between-rows": ([("LINEBELOW", (0, 0), (-1, -1), 0.5, colors.black)], None),
+    "header-centred": ([], _CENTRED),  # header words not above the left edge of the column
+    "rows-not-spaced": (
+        [("TOPPADDING", (0, 0), (-1, -1), 0), ("BOTTOMPADDING", (0, 0), (-1, -1), 0)],
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", list(_LAYOUTS))
+def test_other_table_layouts_read_as_their_text(cli: CliFn, tmp_path: Path, layout: str) -> None:
+    extra, header_style = _LAYOUTS[layout]
+    # the first row leaves its outcome empty, so its own columns are one short
+    sections = {
+        "Agency: Safer Westminster Partnership": [SECTIONS["West Mercia Police"][1]],
+        **SECTIONS,
+    }
+    story: list[Any] = [_p("Domestic Homicide Review Case K Action Plan", "Title")]
+    for agency, rows in sections.items():
+        header = [Paragraph(html.escape(h), header_style or STYLES["BodyText"]) for h in HEADER]
+        table = Table([header, *[[_p(c) for c in row] for row in rows]], colWidths=_WIDTHS)
+        table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), *extra]))
+        story += [_p(agency, "Heading2"), table]
+    pdf = _build(tmp_path / "plan.pdf", story)
+    rows = _same_as_text(cli, pdf, _text_plan(tmp_path / "plan.txt", sections))
+    assert [r["ref"] for r in rows] == ["2", "1", "2", "3", "4"]
+    assert rows[0]["due_date"] == "2024-12-31"
+    assert rows[3]["lead_agency"] == "Turning Point"
 
 
 def test_landscape_page_turned_by_rotate_reads_the_same(cli: CliFn, tmp_path: Path) -> None:
