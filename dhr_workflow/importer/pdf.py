@@ -335,16 +335,26 @@ def _join_cut_row(
     if state.last_row is None:
         return rows
     at = 1 if rows and rows[0] == state.header else 0
-    if at >= len(rows) or rows[at][0] or not any(c[:1].islower() for c in rows[at]):
+    if at >= len(rows) or not _goes_on(out[state.last_row], rows[at]):
         return rows
-    cut, rest = list(out[state.last_row]), list(rows[at])
-    width = max(len(cut), len(rest))
-    cut += [""] * (width - len(cut))
-    rest += [""] * (width - len(rest))
+    cut, rest = _padded(out[state.last_row], rows[at])
     out[state.last_row] = _trimmed(
         tuple(_unwrap(f"{a}\n{b}") for a, b in zip(cut, rest, strict=True))
     )
     return [*rows[:at], *rows[at + 1 :]]
+
+
+def _goes_on(cut: tuple[str, ...], rest: tuple[str, ...]) -> bool:
+    """The rest of a cut row: no ref of its own, and a cell that the cut part began goes on
+    mid-sentence (in lower case). A row that starts its cells afresh is left to the parser."""
+    if rest[0]:
+        return False
+    return any(a and b[:1].islower() for a, b in zip(*_padded(cut, rest), strict=True))
+
+
+def _padded(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    width = max(len(a), len(b))
+    return [*a, *[""] * (width - len(a))], [*b, *[""] * (width - len(b))]
 
 
 def _trimmed(cells: tuple[str, ...]) -> tuple[str, ...]:
