@@ -82,13 +82,14 @@ def read_pdf(
     path: Path, data: bytes, notes: list[str], progress: PageProgress | None = None
 ) -> Iterator[Line]:
     """The lines of a PDF plan; one clear :class:`InvalidInput` for a file it cannot read."""
-    from pdfminer.pdfdocument import PDFPasswordIncorrect
+    from pdfminer.pdfdocument import PDFEncryptionError
     from pdfplumber.utils.exceptions import PdfminerException
 
     try:
         rows = _read(path, data, progress)
     except PdfminerException as exc:
-        if exc.args and isinstance(exc.args[0], PDFPasswordIncorrect):
+        # a password needed to open it, or an encryption pdfminer cannot undo
+        if exc.args and isinstance(exc.args[0], PDFEncryptionError):
             raise InvalidInput(
                 f"{path}: is password-protected: save an unprotected copy "
                 "(print to PDF, or remove the password in the PDF reader) and import that"
