@@ -267,38 +267,38 @@ def test_header_repeated_on_every_page_and_page_furniture(cli: CliFn, tmp_path: 
     assert not any("Page" in a["text"] or "Confidential" in a["text"] for a in actions)
 
 
-def _cut_plan(tmp_path: Path, *, repeat: bool) -> Path:
-    """Row 2 cut by a page break, as Word cuts it: its action and outcome go on at the top
-    of the next page in a row with no ref, below the repeated header."""
-    before = [
-        SECTIONS["West Mercia Police"][0],
-        (
-            "2. Supervisors should check DASH risk assessments",
-            "Audit a sample of twenty DASH forms each quarter",
-            "West Mercia Police",
-            "December 2024",
-            "First audit done in",
-        ),
-    ]
-    after = [
-        ("", "and report the findings to the force lead", "", "", "October 2024"),
-        *SECTIONS["Turning Point"],
-    ]
+def _across_a_page_break(
+    tmp_path: Path, before: list[tuple[str, ...]], after: list[tuple[str, ...]], *, repeat: bool
+) -> Path:
+    """Two tables as a page break leaves one: the header repeated on the second or not."""
+    second = _table(after, ruled=True)
+    if not repeat:
+        second = Table([[_p(c) for c in row] for row in after], colWidths=_WIDTHS)
+        second.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black)]))
     story: list[Any] = [
         _p("Domestic Homicide Review Case K Action Plan", "Title"),
         _table(before, ruled=True),
         PageBreak(),
+        second,
     ]
-    table = _table(after, ruled=True)
-    if not repeat:
-        table = Table([[_p(c) for c in row] for row in after], colWidths=[150, 210, 110, 90, 90])
-        table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black)]))
-    return _build(tmp_path / "cut.pdf", [*story, table])
+    return _build(tmp_path / "cut.pdf", story)
 
 
 @pytest.mark.parametrize("repeat", [True, False], ids=["header-repeated", "no-header"])
 def test_row_cut_by_a_page_break_is_one_action(cli: CliFn, tmp_path: Path, repeat: bool) -> None:
-    report = _import(cli, _cut_plan(tmp_path, repeat=repeat), "CUT")
+    """Row 2 cut as Word cuts it: its action and outcome go on at the top of the next page
+    in a row with no ref."""
+    cut_row = (
+        "2. Supervisors should check DASH risk assessments",
+        "Audit a sample of twenty DASH forms each quarter",
+        "West Mercia Police",
+        "December 2024",
+        "First audit done in",
+    )
+    rest = ("", "and report the findings to the force lead", "", "", "October 2024")
+    before = [SECTIONS["West Mercia Police"][0], cut_row]
+    pdf = _across_a_page_break(tmp_path, before, [rest, *SECTIONS["Turning Point"]], repeat=repeat)
+    report = _import(cli, pdf, "CUT")
     assert [a["ref"] for a in report["actions"]] == ["1", "2", "3", "4"]
     cut = _actions(cli, "CUT")[1]
     assert cut["text"] == (
@@ -306,6 +306,48 @@ def test_row_cut_by_a_page_break_is_one_action(cli: CliFn, tmp_path: Path, repea
     )
     assert cut["outcome"] == "First audit done in October 2024"
     assert cut["due_date"] == "2024-12-31"
+
+
+_FIRST = (
+    "1. Probation should improve the quality of assessments",
+    "Brief practitioners at the team meeting",
+    "HM Prison & Probation",
+    "March 2024",
+    "",
+)
+
+
+def test_second_action_cut_by_a_page_break_stays_a_second_action(
+    cli: CliFn, tmp_path: Path
+) -> None:
+    """A row with no ref of its own (a second action under recommendation 1) cut in two: its
+    date is above the break and its holder below. Joined, it has both, so it is action 1b;
+    read as two rows, the part above would have been taken for more of action 1."""
+    upper = ("", "Complete OASys assessments for", "", "June 2024", "")
+    lower = ("", "all open cases within the timescales", "HM Prison & Probation", "", "")
+    pdf = _across_a_page_break(tmp_path, [_FIRST, upper], [lower], repeat=True)
+    _import(cli, pdf, "SECOND")
+    first, second = _actions(cli, "SECOND")
+    assert (first["ref"], first["text"], first["due_date"]) == (
+        "1",
+        "Brief practitioners at the team meeting",
+        "2024-03-31",
+    )
+    assert (second["ref"], second["lead_agency"], second["due_date"]) == (
+        "1b",
+        "HM Prison & Probation",
+        "2024-06-30",
+    )
+    assert second["text"] == "Complete OASys assessments for all open cases within the timescales"
+
+
+def test_a_row_starting_a_page_afresh_is_not_joined(cli: CliFn, tmp_path: Path) -> None:
+    # No cell goes on mid-sentence: its own row, here a second action under recommendation 1.
+    fresh = ("", "Audit ten OASys assessments", "HM Prison & Probation", "June 2024", "")
+    pdf = _across_a_page_break(tmp_path, [_FIRST], [fresh], repeat=True)
+    report = _import(cli, pdf, "FRESH")
+    assert [a["ref"] for a in report["actions"]] == ["1", "1b"]
+    assert _actions(cli, "FRESH")[0]["text"] == "Brief practitioners at the team meeting"
 
 
 def test_cell_lines_are_joined_as_the_sentence_they_wrap() -> None:
