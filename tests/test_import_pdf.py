@@ -350,6 +350,26 @@ def test_a_row_starting_a_page_afresh_is_not_joined(cli: CliFn, tmp_path: Path) 
     assert _actions(cli, "FRESH")[0]["text"] == "Brief practitioners at the team meeting"
 
 
+@pytest.mark.parametrize("ruled", [True, False], ids=["ruled", "unruled"])
+def test_superscript_ordinals_stay_in_their_date(cli: CliFn, tmp_path: Path, ruled: bool) -> None:
+    # Word sets the "th" of "30th" raised and smaller: a line of its own unless kept beside it.
+    rows = [
+        ("1. Police to brief", "Brief officers", "Police", "30<super>th</super> November 2024", ""),
+        ("2. Health to audit", "Audit records", "NHS Trust", "1<super>st</super> May 2025", ""),
+    ]
+    table = Table(
+        [[_p(h) for h in HEADER], *[[Paragraph(c, STYLES["BodyText"]) for c in r] for r in rows]],
+        colWidths=_WIDTHS,
+    )
+    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black)] if ruled else []))
+    pdf = _build(
+        tmp_path / "plan.pdf", [_p("Domestic Homicide Review Action Plan", "Title"), table]
+    )
+    _import(cli, pdf, "SUP")
+    got = [(a["target_text"], a["due_date"]) for a in _actions(cli, "SUP")]
+    assert got == [("30 th November 2024", "2024-11-30"), ("1 st May 2025", "2025-05-01")]
+
+
 def test_cell_lines_are_joined_as_the_sentence_they_wrap() -> None:
     from dhr_workflow.importer.pdf import _unwrap
 

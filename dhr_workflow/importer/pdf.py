@@ -148,15 +148,11 @@ def _picture(page: Any) -> bool:
 def _blocks(page: Any, state: _State) -> list[_Block]:
     """A page's ruled tables and its other text, in vertical order."""
     tables = [t for t in page.find_tables(_closed(page)) if _is_table(t)]
-    boxes = [t.bbox for t in tables]
-    blocks = [_Block(t.bbox[1], _table_rows(t), ruled=True) for t in tables]
-    words = [
-        w
-        # (not split by font size: a page turned by /Rotate gives 17.999... beside 18.0)
-        for w in page.extract_words(return_chars=True)
-        if not any(_inside(w, box) for box in boxes)
-    ]
-    blocks += _text_blocks(_lines_of(words), state)
+    # (not split by font size: a page turned by /Rotate gives 17.999... beside 18.0)
+    words = page.extract_words(return_chars=True)
+    blocks = [_Block(t.bbox[1], _table_rows(t, words), ruled=True) for t in tables]
+    outside = [w for w in words if not any(_inside(w, t.bbox) for t in tables)]
+    blocks += _text_blocks(_lines_of(outside), state)
     return sorted(blocks, key=lambda b: b.top)
 
 
@@ -182,17 +178,23 @@ def _inside(word: dict[str, Any], box: Sequence[float]) -> bool:
     return box[0] <= x <= box[2] and box[1] <= y <= box[3]
 
 
-def _table_rows(table: Any) -> list[tuple[str, ...]]:
+def _table_rows(table: Any, words: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     """Each row's own cells. pdfplumber lays every row on the grid of all the table's rules,
     with None where a row has no cell of its own (a cell spanning columns, or a row drawn
     with other widths, as Word allows and tables stacked on one another look): those are
     left out, so a row's cells are those a reader sees, as extracted text gives them."""
     rows = []
-    for cells in table.extract():
-        texts = tuple(_unwrap(cell) for cell in cells if cell is not None)
+    for row in table.rows:
+        texts = tuple(_cell_text(box, words) for box in row.cells if box is not None)
         if any(texts):
             rows.append(texts)
     return rows
+
+
+def _cell_text(box: Sequence[float], words: list[dict[str, Any]]) -> str:
+    """A cell's words, line by line as the text outside tables is read."""
+    lines = _lines_of([w for w in words if _inside(w, box)])
+    return _unwrap("\n".join(" ".join(w["text"] for w in line.words) for line in lines))
 
 
 def _unwrap(text: str) -> str:
@@ -214,23 +216,20 @@ def _unwrap(text: str) -> str:
 
 
 def _lines_of(words: list[dict[str, Any]]) -> list[_Text]:
-    """Words grouped into lines of text by their vertical position."""
+    """Words grouped into lines of text: a word that shares most of its height with a line
+    is on it (so a superscript "th" stays beside its "30", not on a line of its own)."""
     lines: list[_Text] = []
-    for word in sorted(words, key=lambda w: (round(w["top"]), w["x0"])):
+    for word in sorted(words, key=lambda w: (w["top"], w["x0"])):
         line = lines[-1] if lines else None
-        if line is not None and abs(word["top"] - line.top) <= 0.3 * line.size:
+        size = word["bottom"] - word["top"]  # the font size, as pdfplumber measures it
+        shared = min(word["bottom"], line.bottom) - max(word["top"], line.top) if line else 0
+        if line is not None and shared >= 0.4 * min(size, line.bottom - line.top):
             line.words.append(word)
-            line.bottom = max(line.bottom, word["bottom"])
+            line.top, line.bottom = min(line.top, word["top"]), max(line.bottom, word["bottom"])
+            line.size = max(line.size, size)
         else:
-            lines.append(
-                _Text(
-                    word["top"],
-                    word["bottom"],
-                    word["bottom"] - word["top"],  # the font size, as pdfplumber measures it
-                    "bold" in word["chars"][0]["fontname"].lower(),
-                    [word],
-                )
-            )
+            bold = "bold" in word["chars"][0]["fontname"].lower()
+            lines.append(_Text(word["top"], word["bottom"], size, bold, [word]))
     for line in lines:
         line.words.sort(key=lambda w: w["x0"])
     return lines
@@ -243,9 +242,12 @@ def _text_blocks(lines: list[_Text], state: _State) -> list[_Block]:
     paragraph: list[_Text] = []
     for line in lines:
         cells = _in_columns(line, state.columns)
-        if cells is None and len(line.segments()) >= 3:
+        if cells is None and len(line.segments()) >= 3:  # a table with columns of its own
             state.columns = [float(segment[0]["x0"]) for segment in line.segments()]
             cells = _in_columns(line, state.columns)
+            if run:
+                blocks.append(_unruled(run))
+                run = []
         if cells is None:
             if paragraph and not _same_paragraph(paragraph[-1], line):
                 blocks.append(_paragraph(paragraph))
@@ -298,7 +300,8 @@ def _unruled(run: list[tuple[_Text, list[str]]]) -> _Block:
     between the lines of a cell, lines are grouped into rows by that space (so a cell wrapped
     over three lines is one cell); when all lines are evenly spaced, each line is a row and
     the parser joins the lines that carry no ref."""
-    gaps = [b[0].top - a[0].top for a, b in pairwise(run)]
+    # measured at the foot of the lines: a raised "th" moves a line's top, never its foot
+    gaps = [b[0].bottom - a[0].bottom for a, b in pairwise(run)]
     pitch = min(gaps, default=0.0)
     spaced = any(
         gap > pitch + 0.3 * line.size for gap, (line, _) in zip(gaps, run[1:], strict=False)
