@@ -96,9 +96,11 @@ def _furniture(pdf: canvas.Canvas, doc: Any) -> None:
     pdf.restoreState()
 
 
-def _build(path: Path, story: list[Any], pagesize: tuple[float, float] = A4) -> Path:
+def _build(
+    path: Path, story: list[Any], pagesize: tuple[float, float] = A4, furniture: Any = _furniture
+) -> Path:
     doc = SimpleDocTemplate(str(path), pagesize=pagesize, leftMargin=25, rightMargin=25)
-    doc.build(story, onFirstPage=_furniture, onLaterPages=_furniture)
+    doc.build(story, onFirstPage=furniture, onLaterPages=furniture)
     return path
 
 
@@ -240,6 +242,23 @@ def test_landscape_page_turned_by_rotate_reads_the_same(cli: CliFn, tmp_path: Pa
         ln.cells for ln in read_source(plan).lines
     ]
     _same_as_text(cli, turned, _text_plan(tmp_path / "plan.txt", SECTIONS))
+
+
+@pytest.mark.parametrize(
+    "number", ["- {n} -", "{n} | P a g e", "Case K action plan v2 – page {n}", "{n}/3"]
+)
+def test_page_numbers_in_any_form_are_furniture(cli: CliFn, tmp_path: Path, number: str) -> None:
+    def furniture(pdf: canvas.Canvas, doc: Any) -> None:
+        pdf.setFont("Helvetica", 8)
+        pdf.drawCentredString(A4[0] / 2, 20, number.format(n=doc.page))
+
+    sections = {**SECTIONS, "Adult Social Care": [SECTIONS["Turning Point"][0]]}
+    story: list[Any] = [_p("Domestic Homicide Review Case K Action Plan", "Title")]
+    for agency, rows in sections.items():  # a page each
+        story += [_p(agency, "Heading2"), _table(rows, ruled=True), PageBreak()]
+    pdf = _build(tmp_path / "plan.pdf", story[:-1], furniture=furniture)
+    rows = _same_as_text(cli, pdf, _text_plan(tmp_path / "plan.txt", sections))
+    assert [r["section"] for r in rows][-1] == "Adult Social Care"
 
 
 def test_header_repeated_on_every_page_and_page_furniture(cli: CliFn, tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ PageProgress = Callable[[int, int], None]
 _RULED = {"vertical_strategy": "lines", "horizontal_strategy": "lines"}
 _BULLET_START = re.compile(r"^([•▪●◦\-–*]|\(?[a-z0-9]{1,3}[.)])\s", re.I)
 _ALIGN = 3.0  # points: a word this close to a column's left edge starts that column
+_MARGIN = 0.08  # of the page's height: where running headers and footers sit
 
 
 @dataclass
@@ -66,6 +67,7 @@ class _Block:
     top: float
     rows: list[tuple[str, ...]]
     ruled: bool = False
+    margin: bool = False  # a paragraph in the page's top or bottom margin
 
 
 @dataclass
@@ -76,6 +78,8 @@ class _State:
     columns: list[float] = field(default_factory=list)
     header: tuple[str, ...] | None = None
     last_row: int | None = None  # its index in the output
+    # paragraphs in a page's margin: (index in the output, page, text with numbers as #)
+    margins: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 def read_pdf(
@@ -123,7 +127,7 @@ def _read(path: Path, data: bytes, progress: PageProgress | None) -> list[tuple[
             raise InvalidInput(f"{path}: a PDF with no pages")
         for index, page in enumerate(pdf.pages, start=1):
             try:
-                _add_page(out, _blocks(page, state), state)
+                _add_page(out, _blocks(page, state), state, index)
                 pictures += _picture(page)
             except Exception as exc:  # one damaged page: say which
                 raise _damaged(path, exc, index) from None
@@ -135,7 +139,22 @@ def _read(path: Path, data: bytes, progress: PageProgress | None) -> list[tuple[
             f"{path}: has no text layer (a scan?): run it through OCR (most scanners and "
             "PDF readers can) or import the plan's Word or Excel original"
         )
-    return out
+    return _without_page_numbers(out, state.margins, total)
+
+
+def _without_page_numbers(
+    out: list[tuple[str, ...]], margins: list[tuple[int, int, str]], pages: int
+) -> list[tuple[str, ...]]:
+    """Without the page headers and footers that differ only in their numbers ("- 3 -",
+    "3 | P a g e", "Case K v2 page 3"), found in the margins of at least half the pages.
+    The parser drops furniture that repeats word for word; these it would take for a
+    heading (a section named "- 3 -") or for more of the action above."""
+    on_pages: dict[str, set[int]] = {}
+    for _, page, text in margins:
+        on_pages.setdefault(text, set()).add(page)
+    furniture = {t for t, seen in on_pages.items() if "#" in t and len(seen) >= max(2, pages / 2)}
+    drop = {index for index, _, text in margins if text in furniture}
+    return [row for index, row in enumerate(out) if index not in drop]
 
 
 def _picture(page: Any) -> bool:
@@ -152,7 +171,7 @@ def _blocks(page: Any, state: _State) -> list[_Block]:
     words = page.extract_words(return_chars=True)
     blocks = [_Block(t.bbox[1], _table_rows(t, words), ruled=True) for t in tables]
     outside = [w for w in words if not any(_inside(w, t.bbox) for t in tables)]
-    blocks += _text_blocks(_lines_of(outside), state)
+    blocks += _text_blocks(_lines_of(outside), state, page.height)
     return sorted(blocks, key=lambda b: b.top)
 
 
@@ -235,7 +254,7 @@ def _lines_of(words: list[dict[str, Any]]) -> list[_Text]:
     return lines
 
 
-def _text_blocks(lines: list[_Text], state: _State) -> list[_Block]:
+def _text_blocks(lines: list[_Text], state: _State, height: float) -> list[_Block]:
     """Paragraphs and unruled tables from the lines outside ruled tables."""
     blocks: list[_Block] = []
     run: list[tuple[_Text, list[str]]] = []  # consecutive lines of an unruled table
@@ -250,19 +269,19 @@ def _text_blocks(lines: list[_Text], state: _State) -> list[_Block]:
                 run = []
         if cells is None:
             if paragraph and not _same_paragraph(paragraph[-1], line):
-                blocks.append(_paragraph(paragraph))
+                blocks.append(_paragraph(paragraph, height))
                 paragraph = []
             paragraph.append(line)
             continue
         if paragraph:
-            blocks.append(_paragraph(paragraph))
+            blocks.append(_paragraph(paragraph, height))
             paragraph = []
         if run and line.top - run[-1][0].bottom > 2 * line.size:  # far below: a new table
             blocks.append(_unruled(run))
             run = []
         run.append((line, cells))
     if paragraph:
-        blocks.append(_paragraph(paragraph))
+        blocks.append(_paragraph(paragraph, height))
     if run:
         blocks.append(_unruled(run))
     return blocks
@@ -290,9 +309,10 @@ def _same_paragraph(above: _Text, line: _Text) -> bool:
     )
 
 
-def _paragraph(lines: list[_Text]) -> _Block:
+def _paragraph(lines: list[_Text], height: float) -> _Block:
     text = _unwrap("\n".join(" ".join(w["text"] for w in line.words) for line in lines))
-    return _Block(lines[0].top, [(text,)])
+    margin = lines[-1].bottom < _MARGIN * height or lines[0].top > (1 - _MARGIN) * height
+    return _Block(lines[0].top, [(text,)], margin=margin)
 
 
 def _unruled(run: list[tuple[_Text, list[str]]]) -> _Block:
@@ -317,9 +337,12 @@ def _unruled(run: list[tuple[_Text, list[str]]]) -> _Block:
     return _Block(run[0][0].top, [tuple(_unwrap(c) for c in row) for row in rows])
 
 
-def _add_page(out: list[tuple[str, ...]], blocks: list[_Block], state: _State) -> None:
+def _add_page(out: list[tuple[str, ...]], blocks: list[_Block], state: _State, page: int) -> None:
     first = True
     for block in blocks:
+        if block.margin:
+            numbered = re.sub(r"\d+", "#", " ".join(block.rows[0][0].lower().split()))
+            state.margins.append((len(out), page, numbered))
         rows = block.rows
         if block.ruled and first:
             rows = _join_cut_row(out, rows, state)
