@@ -335,8 +335,9 @@ def import_plan(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Import an action plan (extracted text, CSV, XLSX or DOCX) into a review."""
-    source, plan = read_plan(path, fmt)  # type: ignore[arg-type]  # click.Choice guarantees it
+    """Import an action plan (extracted text, CSV, XLSX, DOCX or PDF) into a review."""
+    with _reading_progress(not as_json) as pages_read:
+        source, plan = read_plan(path, fmt, pages_read)  # type: ignore[arg-type]  # click.Choice
     store = app.store()
     session = store.reading() if dry_run else store.transaction()
     with session as s, _progress(len(plan.rows), not as_json) as advance:
@@ -377,6 +378,17 @@ def _progress(total: int, wanted: bool) -> Iterator[Callable[[int], None]]:
     ) as progress:
         task = progress.add_task("importing", total=total)
         yield lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def _reading_progress(wanted: bool) -> Iterator[Callable[[int, int], None]]:
+    # Pages read of a PDF (a long one takes a while); the page count is known once it opens.
+    console = Console(stderr=True)
+    with Progress(
+        console=console, disable=not (wanted and console.is_terminal), transient=True
+    ) as progress:
+        task = progress.add_task("reading pages", total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 def _print_import(report: ImportReport, fmt: str, dry_run: bool) -> None:

@@ -344,8 +344,10 @@ def test_bad_files_are_one_line_and_write_nothing(
 def test_other_bad_arguments(cli: CliFn, tmp_path: Path) -> None:
     assert "cannot read file" in _error(cli("import", str(tmp_path / "nope.txt"), "--review", "R"))
     assert "is a directory" in _error(cli("import", str(tmp_path), "--review", "R"))
-    fmt = _error(cli("import", str(WESTMINSTER), "--review", "R", "--format", "pdf"))
-    assert "'pdf' is not one of 'auto', 'text', 'csv', 'xlsx', 'docx'" in fmt
+    fmt = _error(cli("import", str(WESTMINSTER), "--review", "R", "--format", "odt"))
+    assert "'odt' is not one of 'auto', 'text', 'csv', 'xlsx', 'docx', 'pdf'" in fmt
+    forced_pdf = _error(cli("import", str(WESTMINSTER), "--review", "R", "--format", "pdf"))
+    assert "westminster-case-a.txt: not a readable PDF" in forced_pdf
     forced = _error(
         cli("import", str(_docx(tmp_path, WESTMINSTER)), "--review", "R", "--format", "text")
     )

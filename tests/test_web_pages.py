@@ -307,7 +307,7 @@ def test_importing_a_plan_previews_then_imports_on_confirmation(
     ("name", "content", "message"),
     [
         ("notes.txt", b"Just some notes\nwith no table at all\n", "no table with a recognisable"),
-        ("plan.pdf", b"%PDF-1.4 binary\x00\x01", "binary file"),
+        ("plan.pdf", b"%PDF-1.4 binary\x00\x01", "plan.pdf: not a readable PDF"),
         ("plan.xlsx", b"PK\x03\x04 not really a workbook", "plan.xlsx"),
         ("empty.csv", b"", "The selected file is empty"),
     ],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -11,9 +12,14 @@ from dhr_workflow.importer.parse import ParsedPlan, parse_lines
 from dhr_workflow.importer.readers import Format, Source, read_source
 
 
-def read_plan(path: Path, fmt: Format | Literal["auto"] = "auto") -> tuple[Source, ParsedPlan]:
-    """Read and parse a plan file; a file with no actions is a one-line InvalidInput."""
-    source = read_source(path, fmt)
+def read_plan(
+    path: Path,
+    fmt: Format | Literal["auto"] = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Source, ParsedPlan]:
+    """Read and parse a plan file; a file with no actions is a one-line InvalidInput.
+    ``progress`` hears (pages read, pages) while a PDF is read."""
+    source = read_source(path, fmt, progress)
     plan = parse_lines(source.lines)
     if not plan.rows:
         raise InvalidInput(_no_actions(path, plan.headers_found))

@@ -3,7 +3,8 @@
 Every reader yields :class:`Line` objects: the cells of one table row, or a single cell for a
 paragraph or heading. The parser (``parse.py``) never needs to know which format it came from.
 Extracted text: one line per row, cells separated by tabs. CSV/XLSX: one line per sheet row.
-DOCX: paragraphs and table rows in document order.
+DOCX: paragraphs and table rows in document order. PDF (``pdf.py``): ruled and unruled tables
+row by row, other text paragraph by paragraph, page by page.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ import hashlib
 import io
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from dhr_workflow.errors import InvalidInput
 
-Format = Literal["text", "csv", "xlsx", "docx"]
-FORMATS: tuple[Format, ...] = ("text", "csv", "xlsx", "docx")
+Format = Literal["text", "csv", "xlsx", "docx", "pdf"]
+FORMATS: tuple[Format, ...] = ("text", "csv", "xlsx", "docx", "pdf")
 _EXTENSIONS: dict[str, Format] = {
     ".txt": "text", ".tsv": "text", ".text": "text", ".csv": "csv", ".xlsx": "xlsx",
-    ".xlsm": "xlsx", ".docx": "docx",
+    ".xlsm": "xlsx", ".docx": "docx", ".pdf": "pdf",
 }  # fmt: skip
 # Column IV, the old Excel limit: no plan's table is wider; a cell beyond it is a stray.
 MAX_COLUMN = 256
@@ -46,8 +47,13 @@ class Source:
     warnings: tuple[str, ...] = ()  # read, but a person should look (e.g. mixed encodings)
 
 
-def read_source(path: Path, fmt: Format | Literal["auto"] = "auto") -> Source:
-    """All lines of a plan file; a clear :class:`InvalidInput` for anything unreadable."""
+def read_source(
+    path: Path,
+    fmt: Format | Literal["auto"] = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> Source:
+    """All lines of a plan file; a clear :class:`InvalidInput` for anything unreadable.
+    ``progress`` hears (pages read, pages) as a PDF is read; other formats read at once."""
     try:
         data = path.read_bytes()
     except IsADirectoryError:
@@ -60,9 +66,14 @@ def read_source(path: Path, fmt: Format | Literal["auto"] = "auto") -> Source:
     chosen = detect_format(path, data) if fmt == "auto" else fmt
     if chosen in ("text", "csv") and _binary(data):
         raise InvalidInput(f"{path}: a binary file, not {chosen}; use --format auto")
-    reader = {"text": _text, "csv": _csv, "xlsx": _xlsx, "docx": _docx}[chosen]
     notes: list[str] = []
-    lines = list(reader(path, data, notes))
+    if chosen == "pdf":
+        from dhr_workflow.importer.pdf import read_pdf  # imports Line from here
+
+        lines = list(read_pdf(path, data, notes, progress))
+    else:
+        reader = {"text": _text, "csv": _csv, "xlsx": _xlsx, "docx": _docx}[chosen]
+        lines = list(reader(path, data, notes))
     return Source(path, chosen, lines, hashlib.sha256(data).hexdigest(), tuple(notes))
 
 
@@ -84,12 +95,20 @@ def detect_format(path: Path, data: bytes) -> Format:
     """From the content first (a .txt that is really a Word file is still a Word file)."""
     if data[:4] == b"PK\x03\x04":
         return _office_kind(path, data)
-    if _binary(data):
-        raise InvalidInput(f"{path}: a binary file, not a plan (use text, CSV, XLSX or DOCX)")
+    # The PDF header may follow a little junk (some mail gateways prepend a line).
+    if b"%PDF-" in data[:1024]:
+        return "pdf"
     suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        raise InvalidInput(
+            f"{path}: not a PDF despite its name (no %PDF- header); it may be damaged, or "
+            "another kind of file renamed: save or download it again"
+        )
+    if _binary(data):
+        raise InvalidInput(f"{path}: a binary file, not a plan (use text, CSV, XLSX, DOCX or PDF)")
     if suffix and suffix not in _EXTENSIONS:
         raise InvalidInput(
-            f"{path}: {suffix} is not a plan format (text, CSV, XLSX or DOCX); "
+            f"{path}: {suffix} is not a plan format (text, CSV, XLSX, DOCX or PDF); "
             "give --format to read it anyway"
         )
     by_extension = _EXTENSIONS.get(suffix)
