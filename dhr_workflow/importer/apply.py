@@ -539,6 +539,9 @@ def _set_recommendation(writes: _Writes, row: PlanRow) -> None:
 
 # Cells a person corrects, by PlanRow field; section and ref only place a row without a key.
 _CELL_FIELDS = ("rec_text", "scope", "text", "agency", "owner", "milestones", "target", "outcome")
+# Cells that are one field of the action, and its name there.
+_STORED = {"text": "text", "owner": "owner_text", "milestones": "milestones",
+           "target": "target_text", "outcome": "outcome"}  # fmt: skip
 # Fields an export's neutraliser may have quoted (export.unquote).
 _QUOTABLE = ("action_key", "status", *_CELL_FIELDS)
 # Corrections remembered in action.overrides, as actions.update remembers its own.
@@ -662,6 +665,10 @@ def _keyed_change(
 ) -> Change:
     row, touched = _as_stored(row, action)
     values = desired(row, anchors, today)
+    for f in set(_STORED) - touched:  # exactly what the store holds, whatever desired() makes
+        values[_STORED[f]] = getattr(action, _STORED[f])
+    if "agency" not in touched:
+        values["lead_agency"] = _agency_name(action)
     values["status"], values["completed_on"] = _keyed_status(
         row, action, values, touched=touched, today=today, source=source
     )
@@ -731,14 +738,32 @@ def _keyed_differences(
         want["lead_agency"] = now["lead_agency"]  # another spelling of the same agency
     if want["target_text"] != now["target_text"]:
         want.update({k: values[k] for k in DUE_FIELDS})
-    reasons = _reasons_after(action, values, due_moved="due_date" in want)
-    settled = action.overrides.get("review_reasons", [])
-    reasons = [r for r in reasons if r not in settled]
-    if want["lead_agency"]:
-        reasons = [r for r in reasons if r != AGENCY_REASON]
-    want["review_reasons"] = reasons
     changed = {k: v for k, v in want.items() if now.get(k) != v}
+    reasons = _keyed_reasons(action, values, changed)
+    if reasons != action.review_reasons:
+        changed["review_reasons"] = reasons
     return {k: now.get(k) for k in changed}, changed
+
+
+def _keyed_reasons(action: Action, values: dict[str, Any], changed: dict[str, Any]) -> list[str]:
+    """The action's flags after a keyed row: only the flags about what the row changed move
+    (an untouched row leaves even a stale flag for a person to settle)."""
+    due = actions.DUE_REASON_PREFIX
+    wanted_due = [r for r in values["review_reasons"] if r.startswith(due)]
+    closed = values["status"] in CLOSED_STATUSES
+    reasons = list(action.review_reasons)
+    if "target_text" in changed or ("status" in changed and closed):
+        reasons = [r for r in reasons if not r.startswith(due)]
+    if ("target_text" in changed or "status" in changed) and not closed:
+        reasons += [r for r in wanted_due if r not in reasons]
+    if "lead_agency" in changed:
+        reasons = [r for r in reasons if r != AGENCY_REASON]
+        reasons += [] if values["lead_agency"] else [AGENCY_REASON]
+    if "outcome" in changed:
+        said = [r for r in values["review_reasons"] if r.startswith("status:")]
+        reasons += [r for r in said if r not in reasons]
+    settled = action.overrides.get("review_reasons", [])
+    return [r for r in reasons if r in action.review_reasons or r not in settled]
 
 
 def _remembered(
