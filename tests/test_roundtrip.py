@@ -21,9 +21,16 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from dhr_workflow import actions, agencies, db, reviews
-from dhr_workflow.importer import read_plan
+from dhr_workflow.importer import export, read_plan
 from dhr_workflow.importer.apply import ImportReport, apply_plan
-from dhr_workflow.importer.export import COLUMNS, STATUSES, export_review, unquote
+from dhr_workflow.importer.export import (
+    COLUMNS,
+    STATUSES,
+    action_key,
+    export_review,
+    parse_key,
+    unquote,
+)
 from dhr_workflow.importer.text import clean
 from dhr_workflow.models import Action, AuditEvent, Recommendation
 from tests.conftest import ACTOR, NOW, CliFn
@@ -155,6 +162,47 @@ def test_export_names_its_problems(cli: CliFn, tmp_path: Path) -> None:
     assert "writes .xlsx or .csv" in _error(cli("export", "--review", "WCA", "plan.ods"))
     assert "no review with ref 'NOPE'" in _error(cli("export", "--review", "NOPE", "p.xlsx"))
     assert "cannot write there" in _error(cli("export", "--review", "WCA", "no/such/p.csv"))
+
+
+@pytest.mark.parametrize(
+    ("stored", "in_csv", "in_xlsx", "quote_prefix"),
+    [
+        ("Brief staff", "Brief staff", "Brief staff", False),
+        ("=SUM(A1:A9)", "'=SUM(A1:A9)", "=SUM(A1:A9)", True),
+        ("+44 20 7946 0000", "'+44 20 7946 0000", "+44 20 7946 0000", True),
+        ("- first\n- second", "'- first\n- second", "- first\n- second", True),
+        ("@Home Housing", "'@Home Housing", "@Home Housing", True),
+        ("  =1+1", "'=1+1", "=1+1", True),  # Excel skips the spaces
+        ("'=1+1", "''=1+1", "''=1+1", True),  # an apostrophe of its own survives
+        ("'quoted'", "'quoted'", "'quoted'", False),
+        ("a\x0bb", "a\x0bb", "a\nb", False),  # a vertical tab: a line break, as read
+    ],
+)
+def test_formula_like_cells_are_neutralised_and_read_back(
+    stored: str, in_csv: str, in_xlsx: str, quote_prefix: bool
+) -> None:
+    assert export.csv_cell(stored) == in_csv
+    assert export.xlsx_cell(stored) == (in_xlsx, quote_prefix)
+    assert unquote(clean(in_csv)) == clean(stored)
+    assert unquote(clean(in_xlsx)) == clean(stored)
+
+
+@pytest.mark.parametrize(
+    ("key", "parsed"),
+    [
+        ("WCA-A17", ("WCA", 17)),
+        (" BDHR2012/13-04-A3 ", ("BDHR2012/13-04", 3)),
+        ("X-A1-A2", ("X-A1", 2)),
+        ("WCA-17", None),
+        ("WCA-A", None),
+        ("17", None),
+        ("-A17", None),
+    ],
+)
+def test_action_keys(key: str, parsed: tuple[str, int] | None) -> None:
+    assert parse_key(key) == parsed
+    if parsed:
+        assert action_key(*parsed) == key.strip()
 
 
 # --- importing it back -------------------------------------------------------------------------
@@ -309,6 +357,24 @@ def test_other_bad_rows_are_one_line(cli: CliFn, tmp_path: Path) -> None:
     assert "plan.csv:3: the row below this one has an action key but no Recommendation ref" in (
         _error(cli("import", str(path), "--review", "WCA"))
     )
+
+
+def test_csv_quotes_are_double_quotes_whatever_the_cells_say(tmp_path: Path) -> None:
+    # The sniffer, left to guess the quoting, read the apostrophes of 'Soon' as quote marks.
+    path = tmp_path / "plan.csv"
+    _save_csv(
+        path,
+        [
+            ["Recommendation", "Action", "Lead Agency", "Target date", "Outcome"],
+            ["1", "'Soon'", "Police", "May 2024", "it's\ntwo lines"],
+            ["2", 'He said "done", then left', "Police", "June 2024", ""],
+        ],
+    )
+    _, plan = read_plan(path)
+    assert [(r.rec_ref, r.text, r.outcome) for r in plan.rows] == [
+        ("1", "'Soon'", "it's\ntwo lines"),
+        ("2", 'He said "done", then left', ""),
+    ]
 
 
 # --- properties: any plan survives the round trip ------------------------------------------------

@@ -82,7 +82,7 @@ def parse_key(text: str) -> tuple[str, int] | None:
 
 
 def unquote(text: str) -> str:
-    """A cell as it was before :func:`_csv_text` or :func:`_xlsx_text` neutralised it."""
+    """A cell as it was before :func:`csv_cell` or :func:`xlsx_cell` neutralised it."""
     if text.startswith("'") and _FORMULA.match(text[1:]):
         return text[1:].lstrip()
     return text
@@ -157,7 +157,7 @@ def _atomically(path: Path, write: Callable[[Path], None]) -> None:
 # --- CSV ---------------------------------------------------------------------------------------
 
 
-def _csv_text(value: Any) -> str:
+def csv_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dt.date):
@@ -173,7 +173,7 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         writer = csv.writer(out, quoting=csv.QUOTE_ALL)
         writer.writerow([c.header for c in COLUMNS])
         for row in rows:
-            writer.writerow([_csv_text(row[c.field]) for c in COLUMNS])
+            writer.writerow([csv_cell(row[c.field]) for c in COLUMNS])
 
 
 # --- XLSX --------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ NOTES = {
 }
 
 
-def _xlsx_text(text: str) -> tuple[str, bool]:
+def xlsx_cell(text: str) -> tuple[str, bool]:
     """The cell's text and whether it needs Excel's quote prefix (a formula-like start)."""
     text = _NOT_IN_XLSX.sub("\n", text).lstrip()
     if len(text) > _XLSX_CELL_LIMIT:
@@ -246,7 +246,7 @@ def _put(cell: Any, column: Column, value: Any) -> None:
         cell.value = value
         cell.number_format = "DD/MM/YYYY"
         return
-    text, quoted = _xlsx_text("" if value is None else str(value))
+    text, quoted = xlsx_cell("" if value is None else str(value))
     if not text:
         return
     cell.value = text
