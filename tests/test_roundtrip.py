@@ -176,6 +176,7 @@ def test_export_names_its_problems(cli: CliFn, tmp_path: Path) -> None:
         ("'=1+1", "''=1+1", "''=1+1", True),  # an apostrophe of its own survives
         ("'quoted'", "'quoted'", "'quoted'", False),
         ("a\x0bb", "a\x0bb", "a\nb", False),  # a vertical tab: a line break, as read
+        ("a\x01b", "a\x01b", "ab", False),  # a control character: dropped, as read
     ],
 )
 def test_formula_like_cells_are_neutralised_and_read_back(
@@ -379,11 +380,11 @@ def test_csv_quotes_are_double_quotes_whatever_the_cells_say(tmp_path: Path) -> 
 
 # --- properties: any plan survives the round trip ------------------------------------------------
 
-# Text as people paste it: punctuation, quotes, line breaks, tabs, any script, markup-like
-# and formula-like starts.
+# Text as people paste it: punctuation, quotes, line breaks, tabs, stray control characters,
+# any script, markup-like and formula-like starts.
 TEXT = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"))
-    | st.sampled_from(list("\n\t,;\"'=+-@<>& ")),
+    | st.sampled_from(list("\n\r\t\x0b\x01,;\"'=+-@<>& ")),
     max_size=24,
 )
 AGENCIES = ["West Mercia Police", "=HYPERLINK Trust", "@Home Housing", "+Plus Partnership"]

@@ -59,16 +59,16 @@ COLUMNS = (
     Column("Outcome", "outcome", 36),
     Column("Flags", "flags", 48, editable=False),
 )
-# The fields a person corrects in the spreadsheet (the key, section and ref place the row).
-EDITABLE = tuple(c.field for c in COLUMNS if c.editable and c.field not in ("section", "rec_ref"))
 STATUSES = tuple(s.value for s in ActionStatus)
 SUFFIXES = (".xlsx", ".csv")
 KEY = re.compile(r"(?P<review>.+)-A(?P<id>[0-9]{1,10})")
 # A cell Excel or LibreOffice would read as a formula, once its apostrophes are taken away.
 _FORMULA = re.compile(r"'*\s*[=+\-@]")
 _XLSX_CELL_LIMIT = 32767
-# Characters an XLSX cannot hold (openpyxl refuses them); the importer reads them as line breaks.
-_NOT_IN_XLSX = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Characters an XLSX cannot hold (openpyxl refuses them): vertical tab and form feed become the
+# line breaks the importer reads them as; the rest go, as the importer drops them too.
+_BREAKS = re.compile(r"[\x0b\x0c]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f]")
 
 
 def action_key(review_ref: str, action_id: int) -> str:
@@ -168,7 +168,7 @@ def csv_cell(value: Any) -> str:
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     # UTF-8 with a byte-order mark: Excel reads it as UTF-8 only then. Every cell quoted, so
-    # the importer's dialect sniffing cannot mistake the delimiter or the quoting.
+    # the importer's guess of the delimiter cannot go wrong.
     with path.open("w", encoding="utf-8-sig", newline="") as out:
         writer = csv.writer(out, quoting=csv.QUOTE_ALL)
         writer.writerow([c.header for c in COLUMNS])
@@ -192,7 +192,7 @@ NOTES = {
 
 def xlsx_cell(text: str) -> tuple[str, bool]:
     """The cell's text and whether it needs Excel's quote prefix (a formula-like start)."""
-    text = _NOT_IN_XLSX.sub("\n", text).lstrip()
+    text = _CONTROLS.sub("", _BREAKS.sub("\n", text)).lstrip()
     if len(text) > _XLSX_CELL_LIMIT:
         raise InvalidInput(
             f"a cell of {len(text)} characters is over Excel's limit of {_XLSX_CELL_LIMIT}; "
