@@ -269,6 +269,20 @@ def test_corrections_apply_by_key_once_each(cli: CliFn, tmp_path: Path) -> None:
     assert len(_actions(cli, "WCA")) == 5
 
 
+def test_read_only_columns_are_ignored(cli: CliFn, tmp_path: Path) -> None:
+    _import_cli(cli, _plan(tmp_path), "WCA")
+    path = tmp_path / "plan.csv"
+    _ok(cli("export", "--review", "WCA", str(path)))
+    rows = _csv_rows(path)
+    rows[2][COLUMN["due_date"]] = "2030-01-01"
+    rows[2][COLUMN["flags"]] = ""
+    rows[1][COLUMN["flags"]] = "due: made up"
+    _save_csv(path, rows)
+    before = _actions(cli, "WCA")
+    assert _import_cli(cli, path, "WCA")["updated"] == 0
+    assert _actions(cli, "WCA") == before
+
+
 def test_workflow_status_follows_the_importers_rules(cli: CliFn, tmp_path: Path) -> None:
     _import_cli(cli, _plan(tmp_path), "WCA")
     path = tmp_path / "plan.csv"
