@@ -45,6 +45,7 @@ from dhr_workflow.config import Settings, load_settings
 from dhr_workflow.errors import UserError
 from dhr_workflow.importer import read_plan
 from dhr_workflow.importer.apply import Change, ImportReport, Understood, apply_plan, understood
+from dhr_workflow.importer.export import export_review
 from dhr_workflow.importer.readers import FORMATS
 from dhr_workflow.models import ActionStatus, ContactRole, Review, ReviewStatus
 from dhr_workflow.ruleset import summary as ruleset_summary
@@ -367,6 +368,20 @@ def import_plan(
         _print_import(report, source.format, dry_run)
         for warning in source.warnings:  # read as best it could be, but a person should look
             click.echo(f"warning: {path.name}: {warning}")
+
+
+@main.command("export")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--review", "review_ref", required=True, help="The review to write out.")
+@pass_app
+def export_plan(app: App, /, path: Path, review_ref: str) -> None:
+    """Write a review in the import template (.xlsx or .csv) to correct and import back."""
+    with app.store().reading() as s:
+        count = export_review(s, review_ref, path)
+    click.echo(
+        f"{path}: {count} actions of review {review_ref}; correct it, then import it back with "
+        f"`dhr-workflow import {path.name} --review {review_ref}`"
+    )
 
 
 @contextmanager

@@ -171,20 +171,20 @@ def test_plan_reads_as_its_text(
     rows = _same_as_text(cli, pdf, _text_plan(tmp_path / "plan.txt", SECTIONS))
     got = {(r["section"], r["ref"]): r for r in rows}
     assert list(got) == [
-        ("West Mercia Police", "1"),
-        ("West Mercia Police", "2"),
-        ("Turning Point", "3"),
-        ("Turning Point", "4"),
+        ("West Mercia Police", "WMP 1"),
+        ("West Mercia Police", "WMP 2"),
+        ("Turning Point", "TP 3"),
+        ("Turning Point", "TP 4"),
     ]
-    first = got[("West Mercia Police", "1")]
+    first = got[("West Mercia Police", "WMP 1")]
     assert first["text"] == (
         "Brief all response officers on the revised grading policy for repeat callers, "
         "with a refresher at each shift briefing"
     )
     assert (first["status"], first["completed_on"]) == ("completed", "2024-11-29")
-    assert got[("West Mercia Police", "2")]["due_date"] == "2024-12-31"
+    assert got[("West Mercia Police", "WMP 2")]["due_date"] == "2024-12-31"
     assert {r["lead_agency"] for r in rows} == {"West Mercia Police", "Turning Point"}
-    assert got[("Turning Point", "3")]["due_basis"] == "relative"
+    assert got[("Turning Point", "TP 3")]["due_basis"] == "relative"
 
 
 _CENTRED = ParagraphStyle(
@@ -219,7 +219,7 @@ def test_other_table_layouts_read_as_their_text(cli: CliFn, tmp_path: Path, layo
         story += [_p(agency, "Heading2"), table]
     pdf = _build(tmp_path / "plan.pdf", story)
     rows = _same_as_text(cli, pdf, _text_plan(tmp_path / "plan.txt", sections))
-    assert [r["ref"] for r in rows] == ["2", "1", "2", "3", "4"]
+    assert [r["ref"] for r in rows] == ["SWP 2", "WMP 1", "WMP 2", "TP 3", "TP 4"]
     assert rows[0]["due_date"] == "2024-12-31"
     assert rows[3]["lead_agency"] == "Turning Point"
 

@@ -10,8 +10,9 @@ completed in the store is never reopened by an older plan.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any, Literal, cast
 
@@ -21,8 +22,17 @@ from sqlalchemy.orm import Session, joinedload
 from dhr_workflow import actions, agencies, audit, reviews
 from dhr_workflow.actions import AGENCY_PREFIX, AGENCY_REASON
 from dhr_workflow.errors import InvalidInput
+from dhr_workflow.importer import export
 from dhr_workflow.importer.parse import ParsedPlan, PlanRow
-from dhr_workflow.models import Action, ActionStatus, Agency, Recommendation, Review
+from dhr_workflow.importer.text import clean
+from dhr_workflow.models import (
+    CLOSED_STATUSES,
+    Action,
+    ActionStatus,
+    Agency,
+    Recommendation,
+    Review,
+)
 from dhr_workflow.targets import read_outcome, read_target
 
 CHANGED_AFTER_COMPLETION = "status: the plan's text for this completed action changed; check it"
@@ -45,6 +55,8 @@ class Change:
     # The action's corrections after this import, when the plan has overtaken some of them.
     overrides: dict[str, Any] | None = None
     agency: agencies.Match | None = None  # how the plan's agency name was understood
+    keyed: bool = False  # matched by an export's action key, not by section|rec|index
+    rec_touched: bool = False  # a keyed row whose recommendation text or scope was corrected
 
     def summary(self) -> dict[str, Any]:
         reasons = self.values["review_reasons"]
@@ -198,19 +210,35 @@ def desired(row: PlanRow, anchors: Mapping[str, dt.date | None], today: dt.date)
 
 
 def plan_changes(
-    session: Session, review: Review | None, plan: ParsedPlan, today: dt.date
+    session: Session,
+    review: Review | None,
+    plan: ParsedPlan,
+    today: dt.date,
+    *,
+    source: str = "the file",
+    review_ref: str | None = None,
 ) -> tuple[list[Change], list[tuple[int, str]]]:
     """Compare the plan with the store; writes nothing (this is also the dry run)."""
     anchors = {k: getattr(review, k) if review else None for k in reviews.ANCHORS}
     existing = _existing(session, review)
     resolver = agencies.Resolver(session)
     agency_key = _agency_keys(resolver)
+    rows = [_read_back(r) for r in plan.rows]
+    keyed = _claim_keys(session, review, review_ref or (review.ref if review else ""), rows, source)
+    if keyed:
+        rows = _number_new_rows(rows, keyed)
+        for claimed in keyed.values():  # matched by key, never by place
+            existing.pop(claimed.source_key or "", None)
     changes = []
-    for row in plan.rows:
+    for position, row in enumerate(rows):
+        if position in keyed:
+            changes.append(_keyed_change(agency_key, keyed[position], row, anchors, today, source))
+            continue
         values = desired(row, anchors, today)
         match = _resolve_agency(resolver, values)
         action = existing.pop(row.key, None)
         if action is None:
+            _status_column(values, row, today, source)
             changes.append(Change("create", row, values, agency=match))
             continue
         before, after, overrides = _differences(agency_key, action, values)
@@ -286,6 +314,9 @@ def _keep_corrections(
             overtaken.add(key)
         elif key in want:
             want[key] = getattr(action, key) if key != "lead_agency" else _agency_name(action)
+            if key == "target_text":  # corrected words keep the date they gave
+                for due in DUE_FIELDS:
+                    want.pop(due, None)
     if "status" in want and want["status"] == action.status:
         want.pop("completed_on", None)  # a kept status keeps its date too
     return overtaken
@@ -381,7 +412,9 @@ def apply_plan(
             session, review_ref, title or plan.title or review_ref, now=now, actor=actor,
             partnership=partnership,
         )  # fmt: skip
-    changes, missing = plan_changes(session, review, plan, today)
+    changes, missing = plan_changes(
+        session, review, plan, today, source=source, review_ref=review_ref
+    )
     report = ImportReport(review_ref, created_review, source, changes, missing, plan.ignored)
     if dry_run:
         return report
@@ -555,7 +588,10 @@ def _write(writes: _Writes, change: Change) -> None:
         _update(writes, change)
     if change.overrides is not None:  # the plan has overtaken a correction
         writes.session.get_one(Action, change.action_id).overrides = change.overrides
-    _sync_recommendation(writes, change.row)
+    if change.rec_touched:
+        _set_recommendation(writes, change.row)
+    elif not change.keyed:  # an untouched keyed row says what the store has
+        _sync_recommendation(writes, change.row)
 
 
 def _create(writes: _Writes, change: Change) -> None:
@@ -588,8 +624,9 @@ def _update(writes: _Writes, change: Change) -> None:
         else:
             setattr(action, key, value)
     action.needs_review = bool(action.review_reasons)
-    if "due_date" in change.after or change.after.get("status") == ActionStatus.COMPLETED:
-        action.sequence += 1  # calendars must see the move or the completion
+    closing = {change.after.get("status"), change.before.get("status")} & set(CLOSED_STATUSES)
+    if "due_date" in change.after or ("status" in change.after and closing):
+        action.sequence += 1  # calendars must see the move, or the entry go or come back
     action.source_file, action.source_row = writes.source, change.row.line
     action.updated_at = writes.now
     data = {"before": change.before, "after": change.after, "file": writes.source}
@@ -597,11 +634,278 @@ def _update(writes: _Writes, change: Change) -> None:
 
 
 def _sync_recommendation(writes: _Writes, row: PlanRow) -> None:
-    if row.index != 1:
-        return
+    if row.index == 1:
+        _set_recommendation(writes, row)
+
+
+def _set_recommendation(writes: _Writes, row: PlanRow) -> None:
     rec = writes.recommendation(row)
     before: dict[str, str | None] = {"text": rec.text, "scope": rec.scope}
     after: dict[str, str | None] = {"text": row.rec_text, "scope": row.scope or None}
     if before != after:
         rec.text, rec.scope = row.rec_text, row.scope or None
         writes.record("recommendation.import_update", rec, {"before": before, "after": after})
+
+
+# --- rows from `dhr-workflow export`: matched by their action key ------------------------------
+#
+# An export is the coordinator's own correction, so a keyed row is not weighed against earlier
+# corrections (action.overrides) as a plan's row is: what it says wins. Each field it changes
+# is remembered as a correction made on the action's page is, so re-importing the original plan
+# later keeps it, and a revised plan that says something new still wins.
+
+# Cells a person corrects, by PlanRow field; section and ref only place a row without a key.
+_CELL_FIELDS = ("rec_text", "scope", "text", "agency", "owner", "milestones", "target", "outcome")
+# Cells that are one field of the action, and its name there.
+_STORED = {"text": "text", "owner": "owner_text", "milestones": "milestones",
+           "target": "target_text", "outcome": "outcome"}  # fmt: skip
+# Fields an export's neutraliser may have quoted (export.unquote).
+_QUOTABLE = ("action_key", "status", *_CELL_FIELDS)
+# Corrections remembered in action.overrides, as actions.update remembers its own.
+REMEMBERED = (*PLAN_FIELDS, "status", "completed_on")
+
+
+def _read_back(row: PlanRow) -> PlanRow:
+    """A cell an export neutralised against formulas (a leading apostrophe) as it was."""
+    quoted: dict[str, Any] = {
+        f: export.unquote(getattr(row, f)) for f in _QUOTABLE if getattr(row, f)[:1] == "'"
+    }
+    return replace(row, **quoted) if quoted else row
+
+
+def _claim_keys(
+    session: Session, review: Review | None, review_ref: str, rows: Sequence[PlanRow], source: str
+) -> dict[int, Action]:
+    """The action each keyed row corrects, by the row's position. A key that is malformed, of
+    another review, unknown or on two rows is one line naming the row: nothing is written."""
+    wanted: dict[int, int] = {}
+    lines: dict[int, int] = {}  # action id -> the row that claimed it
+    for position, row in enumerate(rows):
+        if not row.action_key.strip():
+            continue
+        action_id = _key_id(row, review_ref, source)
+        if action_id in lines:
+            raise InvalidInput(
+                f"{source}:{row.line}: action key {row.action_key.strip()} is also on row "
+                f"{lines[action_id]}; clear it on the copy to add the row as a new action"
+            )
+        lines[action_id], wanted[position] = row.line, action_id
+    if not wanted:
+        return {}
+    stored = {a.id: a for a in _review_actions(session, review)}
+    for position, action_id in wanted.items():
+        if action_id not in stored:
+            row = rows[position]
+            raise InvalidInput(
+                f"{source}:{row.line}: action key {row.action_key.strip()}: review {review_ref} "
+                f"has no action {action_id}; export the review again, or clear the key to add "
+                "the row as a new action"
+            )
+    return {position: stored[action_id] for position, action_id in wanted.items()}
+
+
+def _key_id(row: PlanRow, review_ref: str, source: str) -> int:
+    if "\n" in row.action_key.strip() or row.action_key.startswith("\n"):
+        raise InvalidInput(
+            f"{source}:{row.line}: the row below this one has an action key but no "
+            "Recommendation ref, so it ran into this one; put its ref back"
+        )
+    parsed = export.parse_key(row.action_key)
+    if parsed is None:
+        raise InvalidInput(
+            f"{source}:{row.line}: {row.action_key.strip()!r} in the Action key column is not a "
+            f"key from `dhr-workflow export` (they read like {export.action_key(review_ref, 17)})"
+            "; copy it back from the export, or clear it to add the row as a new action"
+        )
+    key_review, action_id = parsed
+    if key_review != review_ref:
+        raise InvalidInput(
+            f"{source}:{row.line}: action key {row.action_key.strip()} is of review "
+            f"{key_review}, not {review_ref}; import the file with --review {key_review}, or "
+            f"export {review_ref} and correct that"
+        )
+    return action_id
+
+
+def _review_actions(session: Session, review: Review | None) -> list[Action]:
+    if review is None or review.id is None:
+        return []
+    return list(
+        session.scalars(
+            select(Action)
+            .where(Action.review_id == review.id)
+            .options(
+                joinedload(Action.review),
+                joinedload(Action.recommendation),
+                joinedload(Action.lead_agency),
+            )
+        ).unique()
+    )
+
+
+def _place(action: Action) -> tuple[str, str, int]:
+    """(section, recommendation ref, index) of an action, from the key it was imported with."""
+    if action.source_key and action.source_key.count("|") >= 2:
+        section, ref, index = action.source_key.rsplit("|", 2)
+        if index.isdigit():
+            return section, ref, int(index)
+    rec = action.recommendation
+    return (rec.section, rec.ref, 1) if rec else ("", "", 1)
+
+
+def _number_new_rows(rows: Sequence[PlanRow], keyed: Mapping[int, Action]) -> list[PlanRow]:
+    """A row without a key beside keyed ones is a new action: numbered after the keyed actions
+    of its recommendation, so it never takes one's place, and the same file imported again
+    finds it by that number instead of adding it twice."""
+    last: dict[tuple[str, str], int] = {}
+    for action in keyed.values():
+        section, ref, index = _place(action)
+        last[(section, ref)] = max(index, last.get((section, ref), 0))
+    seen: Counter[tuple[str, str]] = Counter()
+    numbered = []
+    for position, row in enumerate(rows):
+        if position not in keyed:
+            place = (row.section, row.rec_ref)
+            seen[place] += 1
+            row = replace(row, index=last.get(place, 0) + seen[place])
+        numbered.append(row)
+    return numbered
+
+
+def _keyed_change(
+    agency_key: AgencyKey,
+    action: Action,
+    row: PlanRow,
+    anchors: Mapping[str, dt.date | None],
+    today: dt.date,
+    source: str,
+) -> Change:
+    row, touched = _as_stored(row, action)
+    values = desired(row, anchors, today)
+    for f in set(_STORED) - touched:  # exactly what the store holds, whatever desired() makes
+        values[_STORED[f]] = getattr(action, _STORED[f])
+    if "agency" not in touched:
+        values["lead_agency"] = _agency_name(action)
+    values["status"], values["completed_on"] = _keyed_status(
+        row, action, values, touched=touched, today=today, source=source
+    )
+    before, after = _keyed_differences(agency_key, action, values)
+    overrides = _remembered(action, before, after)
+    kind: Literal["update", "unchanged"] = "update" if after else "unchanged"
+    rec_touched = bool(touched & {"rec_text", "scope"})
+    return Change(
+        kind, row, values, action.id, before, after, overrides, keyed=True, rec_touched=rec_touched
+    )
+
+
+def _as_stored(row: PlanRow, action: Action) -> tuple[PlanRow, set[str]]:
+    """The row with each cell the coordinator left alone holding the stored value itself, and
+    the fields they changed. A cell reads back as the importer's cleaned text, which need not be
+    the stored text byte for byte (spaces, line ends), and an untouched cell changes nothing."""
+    stored = export.row_values(action)
+    touched = {f for f in _CELL_FIELDS if getattr(row, f) != clean(stored[f])}
+    kept: dict[str, Any] = {f: stored[f] for f in _CELL_FIELDS if f not in touched}
+    if "agency" not in touched:
+        kept["section_agency"] = None  # the stored agency, or none, stands
+    section, ref, index = _place(action)  # the key decides where the action sits
+    return replace(row, **kept, section=section, rec_ref=ref, index=index), touched
+
+
+def _status_cell(row: PlanRow, source: str) -> str | None:
+    """The Workflow status column's value, None when blank."""
+    words = "_".join(row.status.lower().replace("-", " ").split())
+    if not words:
+        return None
+    if words not in export.STATUSES:
+        raise InvalidInput(
+            f"{source}:{row.line}: Workflow status {row.status!r} is not one of "
+            f"{', '.join(export.STATUSES)}; choose one, or leave it blank to keep the status"
+        )
+    return words
+
+
+def _keyed_status(
+    row: PlanRow,
+    action: Action,
+    values: dict[str, Any],
+    *,
+    touched: set[str],
+    today: dt.date,
+    source: str,
+) -> tuple[str, dt.date | None]:
+    """A Workflow status that differs from the store's decides (completed on the date the
+    words give, else today, as `actions update` does). Otherwise completion words the
+    coordinator wrote in the outcome or target complete the action, as any import does; an
+    untouched row keeps what the store has."""
+    wanted = _status_cell(row, source)
+    if wanted is not None and wanted != action.status:
+        return wanted, (
+            values["completed_on"] or today
+        ) if wanted == ActionStatus.COMPLETED else None
+    completes = values["status"] == ActionStatus.COMPLETED != action.status
+    if completes and touched & {"outcome", "target"}:
+        return ActionStatus.COMPLETED.value, values["completed_on"]
+    return action.status, action.completed_on
+
+
+def _keyed_differences(
+    agency_key: AgencyKey, action: Action, values: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    now = _plan_view(action)
+    want = {k: values[k] for k in (*PLAN_FIELDS, "status", "completed_on")}
+    if agency_key(values["lead_agency"]) == agency_key(now["lead_agency"]):
+        want["lead_agency"] = now["lead_agency"]  # another spelling of the same agency
+    if want["target_text"] != now["target_text"]:
+        want.update({k: values[k] for k in DUE_FIELDS})
+    changed = {k: v for k, v in want.items() if now.get(k) != v}
+    reasons = _keyed_reasons(action, values, changed)
+    if reasons != action.review_reasons:
+        changed["review_reasons"] = reasons
+    return {k: now.get(k) for k in changed}, changed
+
+
+def _keyed_reasons(action: Action, values: dict[str, Any], changed: dict[str, Any]) -> list[str]:
+    """The action's flags after a keyed row: only the flags about what the row changed move
+    (an untouched row leaves even a stale flag for a person to settle)."""
+    due = actions.DUE_REASON_PREFIX
+    wanted_due = [r for r in values["review_reasons"] if r.startswith(due)]
+    closed = values["status"] in CLOSED_STATUSES
+    reasons = list(action.review_reasons)
+    if "target_text" in changed or ("status" in changed and closed):
+        reasons = [r for r in reasons if not r.startswith(due)]
+    if ("target_text" in changed or "status" in changed) and not closed:
+        reasons += [r for r in wanted_due if r not in reasons]
+    if "lead_agency" in changed:
+        reasons = [r for r in reasons if r != AGENCY_REASON]
+        reasons += [] if values["lead_agency"] else [AGENCY_REASON]
+    if "outcome" in changed:
+        said = [r for r in values["review_reasons"] if r.startswith("status:")]
+        reasons += [r for r in said if r not in reasons]
+    settled = action.overrides.get("review_reasons", [])
+    return [r for r in reasons if r in action.review_reasons or r not in settled]
+
+
+def _remembered(
+    action: Action, before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The action's corrections with this row's added (what the store said before each, once),
+    as actions._remember_overrides keeps them; None when there is nothing new to remember."""
+    overrides = dict(action.overrides)
+    for key in REMEMBERED:
+        if key in after and key not in overrides:
+            overrides[key] = audit.to_jsonable(before[key])
+    return overrides if overrides != action.overrides else None
+
+
+def _status_column(values: dict[str, Any], row: PlanRow, today: dt.date, source: str) -> None:
+    """A new row's Workflow status, when it has one, decides its status."""
+    wanted = _status_cell(row, source)
+    if wanted is None or wanted == values["status"]:
+        return
+    completed = wanted == ActionStatus.COMPLETED
+    values["status"] = wanted
+    values["completed_on"] = (values["completed_on"] or today) if completed else None
+    if wanted in CLOSED_STATUSES:  # nothing is due from a finished action
+        values["review_reasons"] = [
+            r for r in values["review_reasons"] if not r.startswith(actions.DUE_REASON_PREFIX)
+        ]

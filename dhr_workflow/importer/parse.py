@@ -39,6 +39,12 @@ OVERVIEW = "overview"
 COLUMN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (role, re.compile(pattern))
     for role, pattern in (
+        # Columns of `dhr-workflow export` (importer/export.py): before "action" and "outcome",
+        # whose patterns would take "Action key" and "Workflow status". Read-only columns get a
+        # role of their own so no wider pattern claims them; nothing reads it.
+        ("action_key", r"action key"),
+        ("status", r"workflow status"),
+        ("readonly", r"due date parsed|flags"),
         ("ref", r"#|no|ref|ref no|number|rec|rec(ommendation)? (no|number|ref)"),
         ("section", r"section|agency section"),
         ("recommendation", r"recommendations?( text)?"),
@@ -129,6 +135,8 @@ class PlanRow:
     numbered: bool = True  # False: the plan wrote no number; rec_ref counts them in order
     prefix: str = ""  # the section's short prefix ("NC"); empty in the overview
     flags: list[str] = field(default_factory=list)  # review reasons about garbled cells
+    action_key: str = ""  # from an export: the action this row corrects (importer/export.py)
+    status: str = ""  # from an export's Workflow status column, as written
 
     @property
     def key(self) -> str:
@@ -513,7 +521,10 @@ class _Parser:
         row.rec_text = (
             rec_text if rec_text is not None else (same_rec[0].rec_text if same_rec else "")
         )
-        for role in ("scope", "text", "agency", "owner", "milestones", "target", "outcome"):
+        for role in (
+            *("scope", "text", "agency", "owner", "milestones", "target", "outcome"),
+            *("action_key", "status"),
+        ):
             setattr(row, role, cells.get("action" if role == "text" else role, ""))
         self._agency_in_action_column(row)
         self.plan.rows.append(row)
@@ -547,6 +558,8 @@ class _Parser:
                 setattr(cur, role, join(getattr(cur, role), cells[role]))
         if cells.get("action"):
             cur.text = join(cur.text, cells["action"])
+        if cells.get("action_key"):  # a keyed row whose ref was cleared: the import says so
+            cur.action_key = f"{cur.action_key}\n{cells['action_key']}"
 
 
 def _leading_ref(text: str) -> tuple[str | None, str]:

@@ -189,7 +189,10 @@ def _csv(path: Path, data: bytes, notes: list[str]) -> Iterator[Line]:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], ",;\t")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    # Only the delimiter is guessed: spreadsheets quote with " and double it inside (RFC 4180),
+    # and the sniffer, left to guess the quoting too, took the apostrophes of 'soon' in a cell
+    # for quote marks and ran rows together.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter)
     start = 1
     try:
         for row in reader:
