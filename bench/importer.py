@@ -12,7 +12,7 @@ PostgreSQL, medians of several runs, every figure beside its floor from the same
   does it (parse outside the transaction, apply inside);
 - write transaction: that import's transaction from its BEGIN to its COMMIT. On SQLite the
   write lock is held all that time, so the daemon's sender and tick wait behind it (up to the
-  30 s busy timeout); on PostgreSQL the audit chain's advisory lock is held as long;
+  busy timeout, ``db.BUSY_TIMEOUT``); on PostgreSQL the audit chain's advisory lock is held as long;
 - re-import: the same file again into the same store: nothing changes, so it is the
   comparison alone (which also runs inside the write transaction).
 
@@ -64,7 +64,7 @@ PLANS = ROOT / "tests" / "data" / "plans"
 NOW = dt.datetime(2024, 6, 3, 9, tzinfo=dt.UTC)
 SIZES, QUICK_SIZES = (1_000, 10_000, 100_000), (1_000, 5_000)
 LINEAR = 0.8  # rows/s at the largest size against the next one down: "roughly flat"
-BUSY_TIMEOUT = 30.0  # db.make_engine's SQLite timeout: how long a queued writer waits
+BUSY_TIMEOUT = float(db.BUSY_TIMEOUT)  # how long a queued SQLite writer waits
 
 # --- generated plans ---------------------------------------------------------------------------
 
@@ -339,9 +339,10 @@ def _scale_paragraph(opts: Options, done: list[ScaleFigures]) -> str:
         "`dhr-workflow import` does: read and parse outside the transaction, then compare, "
         "write the actions, their recommendations and one audit event each, and commit. The "
         "write transaction is that import's BEGIN to COMMIT: on SQLite the time the write lock "
-        "is held, which the daemon's sender and tick wait out (up to the 30 s busy timeout) "
-        "before they fail with 'database is locked'; on PostgreSQL the time the audit chain's "
-        "advisory lock is held, which the sender's audit appends wait out (without a timeout). "
+        "is held, which the daemon's sender and tick wait out (up to the busy timeout, "
+        f"{BUSY_TIMEOUT:.0f} s) before they fail with 'database is locked'; on PostgreSQL the "
+        "time the audit chain's advisory lock is held, which the sender's audit appends wait "
+        "out (without a timeout). "
         "The re-import is the same file into the same store: nothing changes, so it measures "
         "the comparison, which also runs inside the write transaction."
     )

@@ -29,7 +29,15 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
-from bench.report import Section, markdown_table, median, ratio, seconds  # noqa: E402
+from bench.report import (  # noqa: E402
+    Options,
+    Section,
+    Target,
+    markdown_table,
+    median,
+    ratio,
+    seconds,
+)
 from bench.stores import analyze, bulk_insert, bulk_load, fresh, say  # noqa: E402
 from bench.tick import LONDON, TODAY, populate  # noqa: E402
 from dhr_workflow import db  # noqa: E402
@@ -116,6 +124,54 @@ def measure(backend: str, sizes: list[int], formats: list[str], runs: int, tmp: 
                 ])  # fmt: skip
                 say(f"  {seconds(took)} (one review {seconds(one_took)}), peak {peak:.0f} MB")
     return section
+
+
+SIZES, QUICK_SIZES = (10_000, 100_000), (2_000,)
+FORMATS = ("csv", "xlsx", "html")
+BOUNDED = 1.5  # peak RSS at the largest size against the smallest: memory that does not grow
+
+
+def section(opts: Options, tmp: str) -> Section:
+    """The runner's section: every format at every size on each backend, and the PDF (a
+    WeasyPrint layout of every page, minutes per thousand actions) once at the smallest."""
+    sizes = QUICK_SIZES if opts.quick else SIZES
+    parts = []
+    for backend in opts.backends:
+        parts.append(measure(backend, list(sizes), list(FORMATS), opts.runs, tmp))
+        parts.append(measure(backend, [sizes[0]], ["pdf"], 1, tmp))
+    sec = Section("report", "Reports: report --all", HEADERS)
+    sec.rows = [row for part in parts for row in part.rows]
+    sec.targets = _bounded(sec.rows, sizes)
+    sec.paragraph = (
+        f"Medians of {opts.runs} runs (the PDF: one run), each a fresh `dhr-workflow report` "
+        "process; wall time and peak resident memory (ru_maxrss). The floor is the same format "
+        "for one review of 50 actions on the same store (`--review R0`): start-up, imports and "
+        "a report's fixed cost. Data: bench/tick.py's store (50 actions a review) and an "
+        "action.create audit event per action for the trend. Memory is bounded when the peak "
+        "at the largest size stays within "
+        f"{BOUNDED:.1f}× the peak at the smallest: one review is held at a time, and the "
+        "PDF's parts are joined a part at a time (reports/pdfjoin.py)."
+    )
+    return sec
+
+
+def _bounded(rows: list[list[str]], sizes: tuple[int, ...]) -> list[Target]:
+    if len(sizes) < 2:
+        return []
+    peaks = {(r[0], r[1], r[3]): float(r[7].split()[0]) for r in rows}
+    small, large = f"{sizes[0]:,}", f"{sizes[-1]:,}"
+    targets = []
+    for backend, _, fmt in sorted(k for k in peaks if k[1] == large):
+        grew = peaks[(backend, large, fmt)] / peaks[(backend, small, fmt)]
+        targets.append(
+            Target(
+                f"report --all {fmt} peak memory at {large} against {small} actions, {backend}",
+                f"≤ {BOUNDED:.1f}× (bounded)",
+                f"{grew:.2f}×",
+                grew <= BOUNDED,
+            )
+        )
+    return targets
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import re
 import shlex
 import sqlite3
 import subprocess
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from bench import delivery, feeds, importer, memory, stores, tick  # noqa: E402
+from bench import delivery, feeds, importer, memory, report_all, stores, tick  # noqa: E402
 from bench.report import (  # noqa: E402
     Options,
     Section,
@@ -49,6 +50,7 @@ SECTIONS: dict[str, Callable[[Options, str], Section]] = {
     "feeds": feeds.feeds_section,
     "tokens": feeds.tokens_section,
     "import": importer.section,
+    "report": report_all.section,
     "rss": memory.section,
 }
 FULL = {"sizes": "10000,100000,1000000", "runs": 5, "messages": 3000, "feed_actions": 5000,
@@ -57,7 +59,9 @@ QUICK = {"sizes": "2000,10000", "runs": 3, "messages": 300, "feed_actions": 1000
          "clients": "1,4", "requests": 10, "lookups": 200, "rss_actions": 5000}  # fmt: skip
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path | None]:
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[Options, list[str], Path | None, Path | None]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -81,13 +85,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path 
         help="Markdown file to write (default: docs/benchmarks.md for a full run of every "
         "section, none otherwise; '-' for none)",
     )
+    parser.add_argument(
+        "--update",
+        metavar="FILE",
+        help="replace only the sections run in this Markdown file (e.g. docs/benchmarks.md), "
+        "each marked with this run's command, date and commit",
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     stores.PG_ADMIN_URL = args.pg_url
-    return _options(args), chosen, _output(args, chosen)
+    update = Path(args.update) if args.update else None
+    return _options(args), chosen, _output(args, chosen), update
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -116,6 +127,8 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def _output(args: argparse.Namespace, chosen: list[str]) -> Path | None:
+    if args.update:
+        return None
     if args.output == "-":
         return None
     if args.output:
@@ -260,8 +273,28 @@ def render_document(
     return "\n".join(head) + "\n" + "\n".join(render_section(s) for s in sections)
 
 
+def update_document(
+    path: Path, section: Section, about: list[tuple[str, str]], command: str
+) -> None:
+    """Replace one section of a document the runner wrote (or add it at the end), saying
+    which run it came from: the other sections keep theirs."""
+    facts = dict(about)
+    stamp = (
+        f"*This section: `{command}`, {facts.get('date', '?')}, commit "
+        f"{facts.get('git commit', '?').split(' ')[0]}.*\n\n"
+    )
+    block = render_section(section) + "\n" + stamp
+    text = path.read_text(encoding="utf-8")
+    heading = re.compile(rf"^## {re.escape(section.title)}\n.*?(?=^## |\Z)", re.M | re.S)
+    if heading.search(text):
+        text = heading.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
-    opts, chosen, output = parse_args(argv)
+    opts, chosen, output, update = parse_args(argv)
     about = machine(opts)
     command = "python bench/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     sections: list[Section] = []
@@ -270,9 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         print(render_section(sections[-1]), flush=True)
         if output is not None:  # after every section: a late failure loses nothing
             output.write_text(render_document(sections, opts, about, command.strip()))
+        if update is not None and not sections[-1].error:
+            update_document(update, sections[-1], about, command.strip())
     print("## Targets\n\n" + render_targets(sections))
-    if output is not None:
-        stores.say(f"wrote {output}")
+    if output is not None or update is not None:
+        stores.say(f"wrote {output or update}")
     return 1 if any(s.error for s in sections) else 0
 
 

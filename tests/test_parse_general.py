@@ -619,3 +619,64 @@ def test_new_review_takes_the_plans_title_and_partnership(cli: CliFn, tmp_path: 
         "Safer Northshire Partnership",
     )
     assert reviews["B2"]["title"] == "Given title"
+
+
+# --- the same plan in every format -----------------------------------------------------------
+
+
+def _docx(plan: str, path: Path) -> None:
+    """The plan as a Word document: single-cell lines as paragraphs, runs of table lines as
+    tables (a new table after each paragraph, as a page break splits them in converted files)."""
+    import docx
+
+    document = docx.Document()
+    table = None
+    for line in plan.split("\n"):
+        cells = line.split("\t")
+        if len(cells) == 1:
+            document.add_paragraph(line)
+            table = None
+            continue
+        if table is None:
+            table = document.add_table(rows=0, cols=len(cells))
+        row = table.add_row().cells
+        for cell, text in zip(row, cells, strict=True):
+            cell.text = text
+    document.save(str(path))
+
+
+def _xlsx(plan: str, path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for line in plan.split("\n"):
+        sheet.append(line.split("\t"))
+    book.save(path)
+
+
+@pytest.mark.parametrize("fmt", ["docx", "xlsx"])
+def test_unnumbered_plan_reads_the_same_in_word_and_excel(
+    cli: CliFn, tmp_path: Path, fmt: str
+) -> None:
+    text = tmp_path / "anna.txt"
+    text.write_text(UNNUMBERED + "\n", encoding="utf-8")
+    other = tmp_path / f"anna.{fmt}"
+    (_docx if fmt == "docx" else _xlsx)(UNNUMBERED, other)
+    assert _import(cli, other, "OTHER")["created"] == 13
+    assert _import(cli, text, "TEXT")["created"] == 13
+    fields = (
+        "ref",
+        "lead_agency",
+        "owner",
+        "text",
+        "recommendation_text",
+        "due_date",
+        "review_reasons",
+    )
+
+    def comparable(review: str) -> list[tuple[Any, ...]]:
+        return [tuple(a.get(f) for f in fields) for a in _actions(cli, review)]
+
+    assert comparable("OTHER") == comparable("TEXT")
