@@ -423,8 +423,9 @@ def _print_import(report: ImportReport, fmt: str, dry_run: bool) -> None:
     if flagged:
         click.echo(f"needs review ({len(flagged)}):")
         for c in flagged:
+            where = f"line {c.row.line}, {c.row.section} rec {c.row.display_ref}"
             for reason in c.values["review_reasons"]:
-                click.echo(f"  line {c.row.line}, {c.row.section} rec {c.row.ref}: {reason}")
+                click.echo(f"  {where}: {reason}")
     for line, why in report.ignored:
         click.echo(f"  ignored line {line}: {why}")
     for action_id, ref in report.missing:
@@ -438,7 +439,7 @@ def _print_actions(seen: Understood) -> None:
     for _section, _ref, changes in seen.recommendations:
         for c in changes:
             cells = [
-                str(c.row.line), _short(c.row.section, 30), c.row.ref, c.kind,
+                str(c.row.line), _short(c.row.section, 30), c.row.display_ref, c.kind,
                 _agency_cell(c), _short(c.values["owner_text"] or "", 30),
                 _d(c.values["due_date"]) or (c.values["target_text"] and "-") or "",
                 c.values["status"],

@@ -270,9 +270,8 @@ def test_dry_run_writes_nothing(cli: CliFn) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("DRY RUN, nothing written: somerset-dhr-012.txt (text)")
     assert "45 actions would be created" in result.stdout
-    assert "line 71, Adult Social Care (Somerset County Council) rec 2: due: could not read" in (
-        result.stdout
-    )
+    where = "line 71, Adult Social Care (Somerset County Council) rec ASC 2"
+    assert f"{where}: due: could not read" in result.stdout
     assert _audit_kinds(cli) == kinds
     assert json.loads(cli("reviews", "list", "--json").stdout) == []
     report = _import(cli, SOMERSET, "SOM12", "--dry-run")
@@ -280,6 +279,7 @@ def test_dry_run_writes_nothing(cli: CliFn) -> None:
     assert len(report["needs_review"]) == 25
     assert {
         "ref": "2",
+        "display_ref": "ASC 2",
         "section": "Adult Social Care (Somerset County Council)",
         "line": 71,
         "reasons": ["due: could not read a date from 'following review publication'"],

@@ -95,8 +95,9 @@ class ImportReport:
             "unchanged": self.count("unchanged"),
             "actions": [c.summary() for c in self.changes],
             "needs_review": [
-                {"ref": c.row.ref, "section": c.row.section, "line": c.row.line,
-                 "reasons": c.values["review_reasons"]} for c in self.needs_review()
+                {"ref": c.row.ref, "display_ref": c.row.display_ref, "section": c.row.section,
+                 "line": c.row.line, "reasons": c.values["review_reasons"]}
+                for c in self.needs_review()
             ],
             "not_in_file": [{"action_id": i, "ref": r} for i, r in self.missing],
             "ignored_lines": [{"line": n, "why": w} for n, w in self.ignored],
@@ -140,7 +141,7 @@ class Understood:
             },
             "dates": self.dates,
             "recommendations": [
-                {"section": section, "ref": ref, "actions": [c.row.ref for c in changes]}
+                {"section": section, "ref": ref, "actions": [c.row.display_ref for c in changes]}
                 for section, ref, changes in self.recommendations
             ],
         }  # fmt: skip
