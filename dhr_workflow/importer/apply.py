@@ -731,17 +731,7 @@ def _key_id(row: PlanRow, review_ref: str, source: str) -> int:
 def _review_actions(session: Session, review: Review | None) -> list[Action]:
     if review is None or review.id is None:
         return []
-    return list(
-        session.scalars(
-            select(Action)
-            .where(Action.review_id == review.id)
-            .options(
-                joinedload(Action.review),
-                joinedload(Action.recommendation),
-                joinedload(Action.lead_agency),
-            )
-        ).unique()
-    )
+    return export.actions_of(session, review)
 
 
 def _place(action: Action) -> tuple[str, str, int]:

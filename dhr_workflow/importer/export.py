@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, joinedload
 from dhr_workflow import reviews
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.importer.parse import OVERVIEW
-from dhr_workflow.models import Action, ActionStatus
+from dhr_workflow.models import Action, ActionStatus, Review
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,11 @@ def row_values(action: Action) -> dict[str, Any]:
 
 def review_actions(session: Session, review_ref: str) -> list[Action]:
     """A review's actions in plan order (ids follow the rows of the imports that made them)."""
-    review = reviews.get(session, review_ref)
+    return actions_of(session, reviews.get(session, review_ref))
+
+
+def actions_of(session: Session, review: Review) -> list[Action]:
+    """A review's actions with what a row shows of them, in plan order."""
     return list(
         session.scalars(
             select(Action)
