@@ -105,7 +105,7 @@ def measure(backend: str, sizes: list[int], formats: list[str], runs: int, tmp: 
     actions: the process, its imports and a report's fixed cost) on the same store."""
     section = Section("report", "Reports: report --all", HEADERS)
     for n in sizes:
-        with fresh(backend, f"report-{n}", tmp) as url:
+        with fresh(backend, f"report-{n}-{'-'.join(formats)}", tmp) as url:
             store = db.Store(url)
             populate(store, n, today=TODAY)
             _audit(store)
