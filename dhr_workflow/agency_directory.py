@@ -17,9 +17,7 @@ The parent is recorded and listed; escalation and reports do not use it yet.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dhr_workflow import agencies, audit
-from dhr_workflow.contacts import _read_text as read_text  # one set of rules for every CSV
+from dhr_workflow import agencies, audit, csvfile
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.importer.text import strip_controls
 from dhr_workflow.models import Agency, AgencyAlias
@@ -57,15 +54,9 @@ class DirectoryResult:
 def read_csv(path: Path) -> list[DirectoryRow]:
     """Parse and check the whole file (its rows against each other; the store is checked by
     :func:`import_rows`); any problem raises before anything is written."""
-    reader = csv.reader(io.StringIO(read_text(path), newline=""))
-    try:
-        header = [h.strip().lower() for h in next(reader, [])]
-        _check_header(path, header)
-        rows, errors = _rows(path, header, reader)
-    except csv.Error as exc:
-        raise InvalidInput(f"{path}:{reader.line_num}: not readable as CSV ({exc})") from None
+    rows, errors = csvfile.read_rows(path, lambda header: _check_header(path, header), _row)
     errors += _clashes(path, rows)
-    _refuse(errors)
+    csvfile.refuse(errors)
     if not rows:
         raise InvalidInput(f"{path}: no agencies found under the header")
     return rows
@@ -78,26 +69,6 @@ def _check_header(path: Path, header: list[str]) -> None:
         raise InvalidInput(
             f"{path}:1: {what} (the header is name, and optionally aliases and parent)"
         )
-
-
-def _refuse(errors: list[str]) -> None:
-    if errors:
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise InvalidInput(f"{errors[0]}{more}; nothing from this file was imported")
-
-
-def _rows(path: Path, header: list[str], reader: Any) -> tuple[list[DirectoryRow], list[str]]:
-    rows, errors = [], []
-    start = reader.line_num + 1
-    for values in reader:
-        cells = {name: (values[i] if i < len(values) else "") for i, name in enumerate(header)}
-        if any(c.strip() for c in cells.values()):
-            try:
-                rows.append(_row(start, cells))
-            except InvalidInput as exc:
-                errors.append(f"{path}:{start}: {exc}")
-        start = reader.line_num + 1  # a quoted cell may span lines: report where a row starts
-    return rows, errors
 
 
 def _row(line: int, cells: dict[str, str]) -> DirectoryRow:
@@ -209,7 +180,7 @@ def _existing(session: Session, rows: list[DirectoryRow], source: str) -> dict[i
                 f"{first.line} ({first.name}); list each agency once"
             )
         found[row.line] = agency
-    _refuse(errors)
+    csvfile.refuse(errors)
     return found
 
 

@@ -7,9 +7,7 @@ messages name them, and a deactivated contact receives nothing.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
-from dhr_workflow import agencies, audit
+from dhr_workflow import agencies, audit, csvfile
 from dhr_workflow.errors import InvalidInput, NotFound
 from dhr_workflow.importer.text import strip_controls
 from dhr_workflow.models import (
@@ -93,72 +91,20 @@ class ContactGap:
 
 def read_csv(path: Path) -> list[ContactRow]:
     """Parse and validate the whole file; any problem raises before anything is written."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
-    try:
-        header = [h.strip().lower() for h in next(reader, [])]
+
+    def check_header(header: list[str]) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise InvalidInput(
                 f"{path}: missing column(s) {', '.join(missing)} "
                 f"(the header must name {', '.join(REQUIRED_COLUMNS)}, and optionally review)"
             )
-        rows, errors = _rows(path, header, reader)
-    except csv.Error as exc:
-        raise InvalidInput(f"{path}:{reader.line_num}: not readable as CSV ({exc})") from None
-    if errors:
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise InvalidInput(f"{errors[0]}{more}; nothing from this file was imported")
+
+    rows, errors = csvfile.read_rows(path, check_header, _row)
+    csvfile.refuse(errors)
     if not rows:
         raise InvalidInput(f"{path}: no contacts found under the header")
     return rows
-
-
-def _rows(path: Path, header: list[str], reader: Any) -> tuple[list[ContactRow], list[str]]:
-    rows, errors = [], []
-    start = reader.line_num + 1
-    for values in reader:
-        cells = {
-            name: (values[i] if i < len(values) else "").strip() for i, name in enumerate(header)
-        }
-        if any(cells.values()):
-            try:
-                rows.append(_row(start, cells))
-            except InvalidInput as exc:
-                errors.append(f"{path}:{exc}")
-        start = reader.line_num + 1  # a quoted cell may span lines: report where a row starts
-    return rows, errors
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"{path}: cannot read file ({exc.strerror})") from None
-    if b"\x00" in data:
-        raise InvalidInput(f"{path}: a binary file, not a CSV (save it as CSV UTF-8)")
-    try:
-        return data.decode("utf-8-sig")  # Excel writes a BOM
-    except UnicodeDecodeError:
-        pass
-    # Refused rather than guessed: names and addresses go into every message. The lines are
-    # named, because a file mixing encodings cannot be mended by saving it again.
-    bad = _not_utf8(data)
-    which = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if bad[10:] else "")
-    which = f"lines {which} are" if len(bad) > 1 else f"line {which} is"
-    raise InvalidInput(
-        f"{path}:{bad[0]}: not a UTF-8 text CSV file ({which} not UTF-8): save it as CSV UTF-8 "
-        "and check the accents and £ signs there"
-    ) from None
-
-
-def _not_utf8(data: bytes) -> list[int]:
-    bad = []
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            bad.append(number)
-    return bad or [1]
 
 
 def unsendable_warnings(rows: list[ContactRow], source: str) -> list[str]:
@@ -176,10 +122,7 @@ def _row(line: int, cells: dict[str, str]) -> ContactRow:
     typed = ContactInput(
         cells["name"], cells["email"], cells["role"], cells["agency"], cells.get("review", "")
     )
-    try:
-        clean = _validated(typed)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{line}: {exc}") from None
+    clean = _validated(typed)
     return ContactRow(
         line,
         clean.agency or "",
