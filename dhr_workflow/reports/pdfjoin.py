@@ -74,7 +74,7 @@ def _copy_part(out: _Out, path: Path) -> list[int]:
         if key not in numbers:
             numbers[key] = out.reserve()
             queue.append(key)
-        return IndirectObject(numbers[key], 0, None)
+        return _ref(numbers[key])
 
     def remap(obj: Any) -> Any:
         if isinstance(obj, IndirectObject):
