@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import ScalarResult, insert, select, text
 from sqlalchemy.orm import Session
 
+from dhr_workflow.batching import chunked
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.models import Agency, AuditEvent, Review
 
@@ -297,8 +298,7 @@ def check_anchors(session: Session, anchors: Sequence[Anchor]) -> str | None:
         return None
     seqs = sorted({a.seq for a in anchors})
     found: dict[int, str] = {}
-    for start in range(0, len(seqs), 500):
-        chunk = seqs[start : start + 500]
+    for chunk in chunked(seqs):
         found |= dict(
             session.execute(
                 select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq.in_(chunk))

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from dhr_workflow.batching import chunked
 from dhr_workflow.models import Action, AuditEvent, Contact, Firing, Notification
 
 SYSTEM = "dhr-workflow"  # how the daemon (and the messages it sends) is shown
@@ -432,11 +433,11 @@ def _message_ids(session: Session, action_id: int) -> set[int]:
     ).all()
     ids = {r.notification_id for r in fired if r.notification_id is not None}
     times = sorted({r.fired_at for r in fired})
-    for start in range(0, len(times), 500):
+    for batch in chunked(times):
         events = session.execute(
             select(AuditEvent.subject, AuditEvent.data).where(
                 AuditEvent.kind == "notification.enqueue",
-                AuditEvent.at.in_(times[start : start + 500]),
+                AuditEvent.at.in_(batch),
             )
         )
         for subject, data in events:

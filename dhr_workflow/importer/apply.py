@@ -19,7 +19,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, joinedload
 
-from dhr_workflow import actions, agencies, audit, reviews
+from dhr_workflow import actions, agencies, audit, batching, reviews
 from dhr_workflow.actions import AGENCY_PREFIX, AGENCY_REASON
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.importer import export
@@ -488,7 +488,7 @@ class _Writes:
     The store and the audit log end up exactly as row-by-row writes left them: the same rows,
     ids and events in the same order."""
 
-    BATCH = 500
+    BATCH = batching.BATCH
 
     def __init__(
         self, session: Session, review: Review, *, source: str, now: dt.datetime, actor: str

@@ -32,6 +32,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from dhr_workflow import reviews
+from dhr_workflow.batching import chunked
 from dhr_workflow.errors import InvalidInput, NotFound
 from dhr_workflow.models import (
     Action,
@@ -683,8 +684,8 @@ def _replay(session: Session, rows: list[Row], req: Request) -> dict[dt.date, li
     histories: dict[int, list[_State]] = defaultdict(list)
     by_id = {r.action_id: r for r in rows}
     ids = list(by_id)
-    for start in range(0, len(ids), 500):
-        subjects = [f"action:{i}" for i in ids[start : start + 500]]
+    for batch in chunked(ids):
+        subjects = [f"action:{i}" for i in batch]
         events = session.execute(
             select(AuditEvent.subject, AuditEvent.at, AuditEvent.data)
             .where(AuditEvent.subject.in_(subjects), AuditEvent.kind.like("action.%"))
