@@ -264,7 +264,7 @@ def _tell_coordinators(
     context["recipient"] = _person(found[0]) if len(found) == 1 else None
     # They are the coordinator: the footer says so rather than sending them to themselves.
     context["coordinator"] = context["recipient"]
-    outbox.enqueue(
+    outbox.render_and_enqueue(
         session, mail.templates, REQUEST_TEMPLATE, context, to=[p.email for p in found],
         now=now, actor=req.requested_by, rule_id=RULE, reply_to=req.requested_by,
         data={"request": req.id, "action": action.id},
@@ -280,7 +280,7 @@ def _tell_requester(
     context = _context(session, req, mail, today=today)
     context["recipient"] = {"name": directory.name(req.requested_by), "email": req.requested_by}
     context["coordinator"] = _person(coordinator) if coordinator else None
-    outbox.enqueue(
+    outbox.render_and_enqueue(
         session, mail.templates, DECISION_TEMPLATE, context, to=[req.requested_by], now=now,
         actor=req.decided_by or "", rule_id=RULE,
         reply_to=coordinator.email if coordinator else None,

@@ -78,6 +78,24 @@ class ReviewStatus(enum.StrEnum):
     CLOSED = "closed"
 
 
+class FiringOutcome(enum.StrEnum):
+    """What the ledger recorded for a rule, subject and period."""
+
+    FIRED = "fired"  # a message told of it
+    SUPERSEDED = "superseded"  # a lower ladder step skipped for a higher one, no message
+    GAP = "gap"  # a role that resolved to nobody, reported once
+
+
+class NotificationState(enum.StrEnum):
+    """Where a message is in the outbox (the diagram in dhr_workflow.outbox)."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
 class ContactRole(enum.StrEnum):
     LEAD = "lead"
     MANAGER = "manager"

@@ -40,12 +40,13 @@ from dhr_workflow.config import Settings
 from dhr_workflow.db import Store
 from dhr_workflow.durations import parse_window
 from dhr_workflow.errors import InvalidInput, NotFound
-from dhr_workflow.models import AuditEvent, Contact, ContactRole, Notification
-from dhr_workflow.templates import Templates
+from dhr_workflow.messages import Attachment
+from dhr_workflow.models import AuditEvent, Contact, ContactRole, Notification, NotificationState
+from dhr_workflow.templates import Rendered, Templates
 from dhr_workflow.transports import DeliveryError, Transport
 
-FAILURE_TEMPLATE = "delivery_failure"
-STATES = ("pending", "sending", "sent", "failed", "dead")
+FAILURE_TEMPLATE = "delivery_failure"  # the coordinator's notice; checked at start-up
+STATES = tuple(s.value for s in NotificationState)
 
 
 @dataclass
@@ -77,8 +78,8 @@ def claim(
 ) -> list[int]:
     """Take up to ``limit`` due rows (pending and due, or sending with an expired lease)."""
     due = or_(
-        (Notification.state == "pending") & (Notification.next_attempt_at <= now),
-        (Notification.state == "sending") & (Notification.lease_until < now),
+        (Notification.state == NotificationState.PENDING) & (Notification.next_attempt_at <= now),
+        (Notification.state == NotificationState.SENDING) & (Notification.lease_until < now),
     )
     # Two statements in one transaction, not UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED):
     # PostgreSQL may re-run such a subquery per row and, skipping the rows it has just locked,
@@ -97,7 +98,7 @@ def claim(
     stmt = (
         update(Notification)
         .where(Notification.id.in_(ids), due)
-        .values(state="sending", lease_owner=owner, lease_until=now + lease)
+        .values(state=NotificationState.SENDING, lease_owner=owner, lease_until=now + lease)
         .returning(Notification.id)
     )
     return sorted(session.scalars(stmt).all())
@@ -236,9 +237,9 @@ def release(store: Store, ids: list[int], owner: str) -> None:
             .where(
                 Notification.id.in_(ids),
                 Notification.lease_owner == owner,
-                Notification.state == "sending",
+                Notification.state == NotificationState.SENDING,
             )
-            .values(state="pending", lease_owner=None, lease_until=None)
+            .values(state=NotificationState.PENDING, lease_owner=None, lease_until=None)
         )
 
 
@@ -344,7 +345,7 @@ def _still_held(session: Session, ids: list[int], owner: str) -> dict[int, Notif
         select(Notification)
         .where(
             Notification.id.in_(ids),
-            Notification.state == "sending",
+            Notification.state == NotificationState.SENDING,
             Notification.lease_owner == owner,
         )
         .with_for_update()
@@ -372,16 +373,16 @@ def _apply(
     give_up = since + dt.timedelta(hours=settings.mail_give_up_hours)
     most = settings.mail_max_attempts
     if kind == "sent":
-        note.state, note.sent_at = "sent", at
+        note.state, note.sent_at = NotificationState.SENT, at
         done.sent.append(note.id)
     elif kind == "failed":
-        note.state = "failed"
+        note.state = NotificationState.FAILED
         done.failed.append(note.id)
     elif at >= give_up or (most is not None and note.attempts >= most):
-        note.state = "dead"
+        note.state = NotificationState.DEAD
         done.dead.append(note.id)
     else:
-        note.state = "pending"
+        note.state = NotificationState.PENDING
         wait = backoff(
             note.attempts, settings.mail_retry_seconds, rng, settings.mail_retry_max_seconds
         )
@@ -392,7 +393,8 @@ def _apply(
 def _worth_telling(note: Notification, outcome: Outcome) -> bool:
     """Given up on, or delivered with some recipients refused: a person has to act."""
     kind, error = outcome
-    return note.state in ("failed", "dead") or (kind == "sent" and error is not None)
+    given_up = (NotificationState.FAILED, NotificationState.DEAD)
+    return note.state in given_up or (kind == "sent" and error is not None)
 
 
 def _event(note: Notification) -> tuple[str, str, dict[str, Any]]:
@@ -404,12 +406,53 @@ def _event(note: Notification) -> tuple[str, str, dict[str, Any]]:
             "error": note.last_error,
             "to": note.to_addrs,
             "message_id": note.message_id,
-            "next_attempt_at": note.next_attempt_at if note.state == "pending" else None,
+            "next_attempt_at": (
+                note.next_attempt_at if note.state == NotificationState.PENDING else None
+            ),
         },
     )
 
 
 def enqueue(
+    session: Session,
+    *,
+    rule_id: str,
+    template: str,
+    to: list[str],
+    rendered: Rendered,
+    now: dt.datetime,
+    cc: list[str] | None = None,
+    calendar: str | None = None,
+    reply_to: str | None = None,
+    attachment: Attachment | None = None,
+) -> Notification:
+    """Put one rendered message in the outbox: pending, due ``now``, with its own Message-ID.
+    The one place a message enters the outbox (the engine's reminders, the notices below);
+    the caller audits it."""
+    note = Notification(
+        rule_id=rule_id,
+        template=template,
+        to_addrs=to,
+        cc_addrs=[] if cc is None else cc,
+        subject=rendered.subject,
+        text_body=rendered.text,
+        html_body=rendered.html,
+        calendar=calendar,
+        message_id=f"<{uuid.uuid4().hex}@dhr-workflow>",
+        reply_to=reply_to,
+        attachment_name=attachment.filename if attachment else None,
+        attachment=attachment.content if attachment else None,
+        state=NotificationState.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(note)
+    session.flush()
+    return note
+
+
+def render_and_enqueue(
     session: Session,
     templates: Templates,
     template: str,
@@ -425,23 +468,10 @@ def enqueue(
     """Render one message with the email templates and put it in the outbox, due now, with
     its own Message-ID; audited as ``notification.enqueue`` (``data`` adds what it is about)."""
     rendered = templates.render(template, context)
-    note = Notification(
-        rule_id=rule_id,
-        template=template,
-        to_addrs=to,
-        cc_addrs=[],
-        subject=rendered.subject,
-        text_body=rendered.text,
-        html_body=rendered.html,
-        message_id=f"<{uuid.uuid4().hex}@dhr-workflow>",
+    note = enqueue(
+        session, rule_id=rule_id, template=template, to=to, rendered=rendered, now=now,
         reply_to=reply_to,
-        state="pending",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
-    session.add(note)
-    session.flush()
+    )  # fmt: skip
     audit.record(
         session, now=now, actor=actor, kind="notification.enqueue",
         subject=f"notification:{note.id}",
@@ -507,7 +537,7 @@ def tell_coordinator(
         "web": web,
         "more": 0,
     }
-    return enqueue(
+    return render_and_enqueue(
         session, templates, FAILURE_TEMPLATE, context, to=to, now=now, actor=actor,
         rule_id="delivery", data={"about": note.id},
     )  # fmt: skip
@@ -533,12 +563,12 @@ def get(session: Session, note_id: int) -> Notification:
 def retry(session: Session, note_id: int, *, now: dt.datetime, actor: str) -> Notification:
     """Put a failed or dead message back in the queue, due now, with its attempts reset."""
     note = get(session, note_id)
-    if note.state not in ("failed", "dead"):
+    if note.state not in (NotificationState.FAILED, NotificationState.DEAD):
         raise InvalidInput(
             f"message {note_id} is {note.state}; only failed or dead messages can be retried"
         )
     before = note.state
-    note.state, note.attempts, note.next_attempt_at = "pending", 0, now
+    note.state, note.attempts, note.next_attempt_at = NotificationState.PENDING, 0, now
     session.flush()
     audit.record(
         session,
