@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session
 
 from dhr_workflow import engine
 from dhr_workflow.durations import _after
+from dhr_workflow.engine import digests
+from dhr_workflow.engine.model import key
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.recipients import Directory
 from dhr_workflow.ruleset import RuleSet, trigger
@@ -173,13 +175,13 @@ class _Simulation:
         # The engine skips what the real ledger holds; skip what earlier simulated runs sent
         # too. A ladder's hit is its highest step reached, so a step already sent drops out
         # and a higher step reached later is a new key that does not.
-        fresh = [h for h in result.hits if engine._key(h) not in self.fired]
-        messages, gaps, _ = engine._group(fresh, self.directory)
-        engine._render(self.session, messages, ctx)  # only what is kept is rendered
+        fresh = [h for h in result.hits if key(h) not in self.fired]
+        messages, gaps, _ = digests.group(fresh, self.directory)
+        digests.render(self.session, messages, ctx)  # only what is kept is rendered
         for msg in messages:
             self.messages.append(_planned(msg, at))
             for hit in msg.hits:  # what commit would write as fired, and as superseded
-                self.fired.add(engine._key(hit))
+                self.fired.add(key(hit))
                 self.fired.update(
                     (hit.rule, hit.subject_type, hit.subject_id, k) for k in hit.superseded
                 )

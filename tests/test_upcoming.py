@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from dhr_workflow import actions, contacts, db, engine, reviews, upcoming
+from dhr_workflow.engine import digests
 from dhr_workflow.errors import InvalidInput
 from dhr_workflow.models import Action, Base, Contact
 from dhr_workflow.ruleset import RuleSet
@@ -320,13 +321,13 @@ def test_only_what_is_kept_is_rendered(
 ) -> None:
     world(a=("Police", D(2024, 1, 20), "open"), b=("Health", D(2024, 1, 24), "open"))
     rendered: list[engine.Message] = []
-    real = engine._render
+    real = digests.render
 
     def counting(session: Any, messages: list[engine.Message], ctx: engine.Context) -> None:
         rendered.extend(messages)
         real(session, messages, ctx)
 
-    monkeypatch.setattr(engine, "_render", counting)
+    monkeypatch.setattr(digests, "render", counting)
     planned = forecast(store, ladder).messages
     # a: -7d, +1d; b: -30d, -7d, +1d. Not once per run that found the same step again.
     assert len(rendered) == len(planned) == 5

@@ -1,0 +1,250 @@
+"""Writing a tick: the firing ledger (claimed first), then the messages this process won,
+into the outbox, with their audit events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from typing import Any
+from typing import cast as typing_cast
+
+from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+# A module import, not names: invitations imports the engine (see engine.selection).
+from dhr_workflow import audit, invitations, links, outbox
+from dhr_workflow.batching import chunked
+from dhr_workflow.engine import digests
+from dhr_workflow.engine.model import Context, Gap, Hit, Key, Message, TickResult, key
+from dhr_workflow.errors import TimeWentBack
+from dhr_workflow.models import Firing, FiringOutcome, TickMark
+from dhr_workflow.recipients import Directory
+
+
+def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) -> TickResult:
+    """Record the tick: ledger rows first (the claim), then only the messages whose firings
+    this process won, so concurrent replicas never enqueue the same reminder twice. Messages
+    are rendered (those evaluate left unrendered), enqueued and audited RENDER_CHUNK at a
+    time; the bodies commit rendered itself are let go once in the outbox (subject kept)."""
+    now = ctx.at
+    _move_marks(session, result.rules, now)
+    lost = _claim(session, _firing_rows(result.messages, now))
+    directory = Directory(session)
+    kept: list[Message] = []
+    for chunk in chunked(result.messages, digests.RENDER_CHUNK):
+        lazy = {id(m) for m in chunk if m.rendered is None}
+        mine = _keep_won(chunk, lost)  # another replica took some firings: those re-render
+        digests.render(session, [m for m in mine if m.rendered is None], ctx, directory)
+        events = [_enqueue_message(session, msg, ctx) for msg in mine]
+        audit.record_many(session, now=now, actor=actor, events=events)
+        for msg in mine:
+            msg.links = []  # stored (hashed) with the message; the secrets go no further
+            msg.attachment = None  # in the outbox row
+            if id(msg) in lazy:
+                msg.rendered = None  # the outbox row holds the bodies now
+        kept += mine
+    _record_superseded(session, result.hits, now)
+    events = _new_gaps(session, result.gaps, now)
+    events.append(
+        (
+            "tick",
+            "rules",
+            {
+                "at": result.at,
+                "messages": len(kept),
+                "superseded": result.superseded,
+                "gaps": len(result.gaps),
+            },
+        )
+    )
+    audit.record_many(session, now=now, actor=actor, events=events)
+    result.messages = kept
+    return result
+
+
+def _move_marks(session: Session, rules: list[str], at: dt.datetime) -> None:
+    """Time only moves forward: refuse a tick earlier than the latest committed tick of any of
+    its rules (a clock set back, `tick --at` in the past), else move their marks to ``at``.
+
+    An earlier tick would find other periods than the later one did — a report's older
+    occurrence, an escalation's earlier repeat window — and send them again, with older
+    figures; superseded steps could come back. A dry run (no commit) may look at any time."""
+    if not rules:
+        return
+    found = session.execute(
+        select(TickMark.rule_id, TickMark.at).where(TickMark.rule_id.in_(rules))
+    ).all()
+    later = sorted((m.at, m.rule_id) for m in found if m.at > at)
+    if later:
+        mark, rule = later[-1]
+        raise TimeWentBack(
+            f"tick at {at.isoformat()} is earlier than the last committed tick of rule {rule} "
+            f"({mark.isoformat()}): time only moves forward, so nothing was sent; "
+            "use --dry-run to see what it would have sent",
+            behind=(mark - at).total_seconds(),
+        )
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(TickMark).values([{"rule_id": r, "at": at} for r in rules])
+    # Two replicas ticking a moment apart: the mark keeps the later time, whoever commits last.
+    later_of = func.max if dialect is sqlite else func.greatest
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["rule_id"], set_={"at": later_of(TickMark.at, stmt.excluded.at)}
+        )
+    )
+
+
+def _firing_rows(messages: list[Message], now: dt.datetime) -> Iterator[dict[str, Any]]:
+    """A "fired" ledger row per hit of the messages, once (a hit is in every message of its
+    recipients), generated as the claim consumes them."""
+    seen: set[int] = set()
+    for msg in messages:
+        for hit in msg.hits:
+            if id(hit) not in seen:
+                seen.add(id(hit))
+                yield _row(hit, hit.period_key, hit.step, FiringOutcome.FIRED, now)
+
+
+def _keep_won(messages: list[Message], lost: set[Key]) -> list[Message]:
+    """The messages with the hits this process claimed; one that lost some must re-render."""
+    if not lost:
+        return messages
+    mine = []
+    for msg in messages:
+        hits = [h for h in msg.hits if key(h) not in lost]
+        if len(hits) < len(msg.hits):
+            msg.hits, msg.rendered = hits, None
+        if hits:
+            mine.append(msg)
+    return mine
+
+
+def _row(
+    hit: Hit, period: str, step: str | None, outcome: FiringOutcome, now: dt.datetime
+) -> dict[str, Any]:
+    return {
+        "rule_id": hit.rule,
+        "subject_type": hit.subject_type,
+        "subject_id": hit.subject_id,
+        "period_key": period,
+        "step": step,
+        "outcome": outcome,
+        "fired_at": now,
+    }
+
+
+def _insert_new_firings(session: Session) -> Any:
+    """INSERT into the ledger that skips rows whose (rule, subject, period) is already there."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(Firing).on_conflict_do_nothing(
+        index_elements=["rule_id", "subject_type", "subject_id", "period_key"]
+    )
+
+
+def _claim(session: Session, rows: Iterable[dict[str, Any]]) -> set[Key]:
+    """Insert ledger rows BATCH at a time, skipping any already there; returns the keys that
+    were already there (another replica's claim: normally none), so a large tick keeps no
+    set of everything it won."""
+    stmt = _insert_new_firings(session).returning(
+        Firing.rule_id, Firing.subject_type, Firing.subject_id, Firing.period_key
+    )
+    lost: set[Key] = set()
+    for batch in chunked(rows):
+        unique = {_row_key(r): r for r in batch}
+        won = {tuple(r) for r in session.execute(stmt, list(unique.values()))}
+        lost |= unique.keys() - won
+    return lost
+
+
+def _row_key(row: dict[str, Any]) -> Key:
+    return (row["rule_id"], row["subject_type"], row["subject_id"], row["period_key"])
+
+
+def _record_superseded(session: Session, hits: list[Hit], now: dt.datetime) -> None:
+    """Ledger rows for skipped lower steps, streamed in chunks (a first tick over a large
+    backlog can skip hundreds of thousands)."""
+    stmt = _insert_new_firings(session)
+    rows = (
+        _row(hit, k, k.split("|", 1)[-1], FiringOutcome.SUPERSEDED, now)
+        for hit in hits
+        for k in hit.superseded
+    )
+    for chunk in chunked(rows):
+        session.execute(stmt, chunk)
+
+
+def _new_gaps(
+    session: Session, gaps: list[Gap], now: dt.datetime
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """Audit each gap once per firing period (a ledger row marks it reported)."""
+    events = []
+    for gap in gaps:
+        rows = [
+            _row(h, f"{h.period_key}#gap:{gap.role}", h.step, FiringOutcome.GAP, now)
+            for h in gap.hits
+        ]
+        # Once per key (a hit can miss the same role in two notify steps), and claimed as a
+        # whole: a repeat in a later batch would read as reported before.
+        unique = list({_row_key(r): r for r in rows}.values())
+        seen = _claim(session, unique)  # reported by an earlier tick (or another replica)
+        fresh = [
+            h
+            for h in gap.hits
+            if (h.rule, h.subject_type, h.subject_id, f"{h.period_key}#gap:{gap.role}") not in seen
+        ]
+        if fresh:
+            events.append(
+                ("rule.gap", f"rule:{gap.rule}", Gap(gap.rule, gap.role, fresh).to_json())
+            )
+    return events
+
+
+def _enqueue_message(
+    session: Session, msg: Message, ctx: Context
+) -> tuple[str, str, dict[str, Any]]:
+    """Put a rendered message in the outbox, store its links and point its firings at it;
+    returns its audit event (commit records a chunk's events together)."""
+    assert msg.rendered is not None
+    note = outbox.enqueue(
+        session,
+        rule_id=msg.rule,
+        template=msg.template,
+        to=msg.to,
+        cc=msg.cc,
+        rendered=msg.rendered,
+        calendar=invitations.invitations(session, msg, ctx),
+        reply_to=msg.reply_to,
+        attachment=msg.attachment,
+        now=ctx.at,
+    )
+    links.store(session, msg.links, now=ctx.at)
+    _link(session, msg.hits, note.id)
+    return (
+        "notification.enqueue",
+        f"notification:{note.id}",
+        {**msg.to_json(), "message_id": note.message_id},
+    )
+
+
+def _link(session: Session, hits: list[Hit], notification_id: int) -> None:
+    """Point the hits' ledger rows at the message that told of them."""
+    link = (
+        update(typing_cast(Table, Firing.__table__))
+        .where(
+            Firing.rule_id == bindparam("k_rule"),
+            Firing.subject_type == bindparam("k_type"),
+            Firing.subject_id == bindparam("k_id"),
+            Firing.period_key == bindparam("k_period"),
+        )
+        .values(notification_id=notification_id)
+    )
+    # BATCH at a time: a coordinator's digest over a large backlog links tens of thousands.
+    for batch in chunked(hits):
+        session.execute(
+            link,
+            [
+                {"k_rule": r, "k_type": t, "k_id": i, "k_period": p}
+                for r, t, i, p in (key(h) for h in batch)
+            ],
+        )
