@@ -4,13 +4,15 @@ sends a CANCEL or an updated REQUEST when the action later moves on."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dhr_workflow import calendar
+from dhr_workflow.batching import chunked
 
 # The engine imports this module and this module the engine's selection: a module import,
 # not names from it, so whichever is imported first finds the other when the functions run.
@@ -24,59 +26,84 @@ from dhr_workflow.models import CLOSED_STATUSES, Action, Agency, Invitation, Rev
 def invitation_updates(session: Session) -> list[Message]:
     """A CANCEL or an updated REQUEST for every invitation whose action has moved on since
     (completed, withdrawn, re-dated: each bumps the action's sequence), one message per address."""
+    period = literal("seq") + cast(Action.sequence, String) + "|" + Invitation.address
     rows = session.execute(
         select(
             Invitation.address, Action.id, Action.sequence, Action.review_id, Action.lead_agency_id
         )
         .join(Action, Action.id == Invitation.action_id)
         .where(Invitation.state == "active", Action.sequence > Invitation.sequence)
+        .where(selection.unfired(CALENDAR_RULE, period))
         .order_by(Invitation.address, Action.id)
     ).all()
-    fired = selection.fired_keys(session, CALENDAR_RULE, "action")
     by_address: dict[str, Message] = {}
     for r in rows:
-        period = f"seq{r.sequence}|{r.address}"
-        if (r.id, period) in fired:
-            continue
         msg = by_address.setdefault(
             r.address, Message(CALENDAR_RULE, [], CALENDAR_TEMPLATE, [r.address], [], True, [])
         )
         msg.hits.append(
             Hit(
-                CALENDAR_RULE,
-                "action",
-                r.id,
-                period,
-                None,
-                (),
-                r.review_id,
-                r.lead_agency_id,
+                CALENDAR_RULE, "action", r.id, f"seq{r.sequence}|{r.address}", None, (),
+                r.review_id, r.lead_agency_id,
             )
-        )
+        )  # fmt: skip
     return list(by_address.values())
 
 
-def invitations(session: Session, msg: Message, ctx: Context) -> str | None:
-    """The calendar parts of a message, one per dated action, and the record of who was
-    invited to what (so later changes can follow)."""
-    if not msg.calendar:
-        return None
-    parts = []
-    for fact, cancel in _event_facts(session, msg.action_ids):
-        if cancel and msg.template != CALENDAR_TEMPLATE:
-            continue  # never invite anyone to a finished or undated action
-        parts.append(
-            calendar.invitation(
-                fact,
-                method="CANCEL" if cancel else "REQUEST",
-                organizer=ctx.mail_from,
-                attendees=msg.to,
-                stamp=ctx.at,
-            )
+class Invitations:
+    """The calendar parts of a chunk of messages, and the record of who was invited to what
+    (so later changes can follow): the actions' facts read once for the chunk, each event
+    rendered once per method and addressees, and the record written as one upsert."""
+
+    def __init__(self, session: Session, messages: list[Message], ctx: Context) -> None:
+        ids = sorted({i for m in messages if m.calendar for i in m.action_ids})
+        self.session, self.ctx = session, ctx
+        self.facts = {f.action_id: (f, cancel) for f, cancel in _event_facts(session, ids)}
+        self.rendered: dict[tuple[int, str, tuple[str, ...]], str] = {}
+        self.invited: dict[tuple[int, str], dict[str, Any]] = {}
+
+    def parts(self, msg: Message) -> str | None:
+        """The message's calendar parts (JSON), one per dated action; None without any."""
+        if not msg.calendar:
+            return None
+        parts = []
+        for action_id in msg.action_ids:
+            if action_id not in self.facts:
+                continue  # undated, and never on anyone's calendar
+            fact, cancel = self.facts[action_id]
+            if cancel and msg.template != CALENDAR_TEMPLATE:
+                continue  # never invite anyone to a finished or undated action
+            parts.append(self._render(fact, "CANCEL" if cancel else "REQUEST", msg.to))
+            for address in msg.to:
+                self.invited[(action_id, address)] = {
+                    "action_id": action_id, "address": address, "sequence": fact.sequence,
+                    "due_date": fact.due_date, "state": "cancelled" if cancel else "active",
+                    "updated_at": self.ctx.at,
+                }  # fmt: skip
+        return json.dumps(parts) if parts else None
+
+    def _render(
+        self, fact: calendar.EventFacts, method: Literal["REQUEST", "CANCEL"], to: list[str]
+    ) -> str:
+        found = (fact.action_id, method, tuple(to))
+        if found not in self.rendered:
+            self.rendered[found] = calendar.invitation(
+                fact, method=method, organizer=self.ctx.mail_from, attendees=to,
+                stamp=self.ctx.at,
+            )  # fmt: skip
+        return self.rendered[found]
+
+    def remember(self) -> None:
+        """Write who was invited to what, BATCH rows a statement (insert or update)."""
+        dialect = postgresql if self.session.get_bind().dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(Invitation)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["action_id", "address"],
+            set_={c: stmt.excluded[c] for c in ("sequence", "due_date", "state", "updated_at")},
         )
-        for address in msg.to:
-            _remember(session, fact, address, "cancelled" if cancel else "active", ctx.at)
-    return json.dumps(parts) if parts else None
+        for batch in chunked(self.invited.values()):
+            self.session.execute(stmt, batch)
+        self.invited = {}
 
 
 def _event_facts(session: Session, ids: list[int]) -> list[tuple[calendar.EventFacts, bool]]:
@@ -111,31 +138,3 @@ def _event_facts(session: Session, ids: list[int]) -> list[tuple[calendar.EventF
         fact = calendar.EventFacts(r.id, r.sequence, day, r.ref, r.action_ref or str(r.id), r.name)
         facts.append((fact, r.status in closed or r.due_date is None))
     return facts
-
-
-def _remember(
-    session: Session, fact: calendar.EventFacts, address: str, state: str, now: dt.datetime
-) -> None:
-    found = session.scalar(
-        select(Invitation).where(
-            Invitation.action_id == fact.action_id, Invitation.address == address
-        )
-    )
-    if found is None:
-        session.add(
-            Invitation(
-                action_id=fact.action_id,
-                address=address,
-                sequence=fact.sequence,
-                due_date=fact.due_date,
-                state=state,
-                updated_at=now,
-            )
-        )
-    else:
-        found.sequence, found.due_date, found.state, found.updated_at = (
-            fact.sequence,
-            fact.due_date,
-            state,
-            now,
-        )

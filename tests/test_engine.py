@@ -409,8 +409,9 @@ def test_chunked_lazy_tick_sends_what_a_whole_tick_sends(
     """The daemon's way (select CHUNK actions at a time, render and write RENDER_CHUNK
     messages at a time, let go of the bodies) with chunks of two and one: the same digests,
     each action in its recipient's digest once, bodies in the outbox, subjects kept."""
-    monkeypatch.setattr(engine, "CHUNK", 2)
-    monkeypatch.setattr(engine, "RENDER_CHUNK", 1)
+    monkeypatch.setattr(engine.selection, "CHUNK", 2)
+    monkeypatch.setattr(engine.selection, "WINDOW", 3)
+    monkeypatch.setattr(engine.digests, "RENDER_CHUNK", 1)
     ids = world(
         a=("Police", D(2024, 1, 1), "open"),
         b=("Health", D(2024, 1, 1), "open"),

@@ -4,11 +4,13 @@ into the outbox, with their audit events."""
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 from typing import cast as typing_cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -29,14 +31,16 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
     time; the bodies commit rendered itself are let go once in the outbox (subject kept)."""
     now = ctx.at
     _move_marks(session, result.rules, now)
-    lost = _claim(session, _firing_rows(result.messages, now))
+    claim = _claim(session, _firing_rows(result.messages, now))
     directory = Directory(session)
     kept: list[Message] = []
     for chunk in chunked(result.messages, digests.RENDER_CHUNK):
         lazy = {id(m) for m in chunk if m.rendered is None}
-        mine = _keep_won(chunk, lost)  # another replica took some firings: those re-render
+        mine = _keep_won(chunk, claim.lost)  # another replica took some firings: re-render
         digests.render(session, [m for m in mine if m.rendered is None], ctx, directory)
-        events = [_enqueue_message(session, msg, ctx) for msg in mine]
+        invited = invitations.Invitations(session, mine, ctx)
+        events = [_enqueue_message(session, msg, ctx, invited, claim.won) for msg in mine]
+        invited.remember()
         audit.record_many(session, now=now, actor=actor, events=events)
         for msg in mine:
             msg.links = []  # stored (hashed) with the message; the secrets go no further
@@ -142,19 +146,27 @@ def _insert_new_firings(session: Session) -> Any:
     )
 
 
-def _claim(session: Session, rows: Iterable[dict[str, Any]]) -> set[Key]:
-    """Insert ledger rows BATCH at a time, skipping any already there; returns the keys that
-    were already there (another replica's claim: normally none), so a large tick keeps no
-    set of everything it won."""
+@dataclass
+class Claim:
+    """What a claim won (each new ledger row's id, to link it to its message) and lost (keys
+    already there: another replica's claim, normally none)."""
+
+    won: dict[Key, int] = field(default_factory=dict)
+    lost: set[Key] = field(default_factory=set)
+
+
+def _claim(session: Session, rows: Iterable[dict[str, Any]]) -> Claim:
+    """Insert ledger rows BATCH at a time, skipping any already there."""
     stmt = _insert_new_firings(session).returning(
-        Firing.rule_id, Firing.subject_type, Firing.subject_id, Firing.period_key
+        Firing.id, Firing.rule_id, Firing.subject_type, Firing.subject_id, Firing.period_key
     )
-    lost: set[Key] = set()
+    claim = Claim()
     for batch in chunked(rows):
         unique = {_row_key(r): r for r in batch}
-        won = {tuple(r) for r in session.execute(stmt, list(unique.values()))}
-        lost |= unique.keys() - won
-    return lost
+        for firing_id, *won in session.execute(stmt, list(unique.values())):
+            claim.won[typing_cast(Key, tuple(won))] = firing_id
+        claim.lost |= {k for k in unique if k not in claim.won}
+    return claim
 
 
 def _row_key(row: dict[str, Any]) -> Key:
@@ -187,7 +199,7 @@ def _new_gaps(
         # Once per key (a hit can miss the same role in two notify steps), and claimed as a
         # whole: a repeat in a later batch would read as reported before.
         unique = list({_row_key(r): r for r in rows}.values())
-        seen = _claim(session, unique)  # reported by an earlier tick (or another replica)
+        seen = _claim(session, unique).lost  # reported before (or by another replica)
         fresh = [
             h
             for h in gap.hits
@@ -201,7 +213,11 @@ def _new_gaps(
 
 
 def _enqueue_message(
-    session: Session, msg: Message, ctx: Context
+    session: Session,
+    msg: Message,
+    ctx: Context,
+    invited: invitations.Invitations,
+    firing_ids: dict[Key, int],
 ) -> tuple[str, str, dict[str, Any]]:
     """Put a rendered message in the outbox, store its links and point its firings at it;
     returns its audit event (commit records a chunk's events together)."""
@@ -213,13 +229,13 @@ def _enqueue_message(
         to=msg.to,
         cc=msg.cc,
         rendered=msg.rendered,
-        calendar=invitations.invitations(session, msg, ctx),
+        calendar=invited.parts(msg),
         reply_to=msg.reply_to,
         attachment=msg.attachment,
         now=ctx.at,
     )
     links.store(session, msg.links, now=ctx.at)
-    _link(session, msg.hits, note.id)
+    _link(session, [firing_ids[key(h)] for h in msg.hits], note.id)
     return (
         "notification.enqueue",
         f"notification:{note.id}",
@@ -227,24 +243,54 @@ def _enqueue_message(
     )
 
 
-def _link(session: Session, hits: list[Hit], notification_id: int) -> None:
-    """Point the hits' ledger rows at the message that told of them."""
-    link = (
-        update(typing_cast(Table, Firing.__table__))
-        .where(
-            Firing.rule_id == bindparam("k_rule"),
-            Firing.subject_type == bindparam("k_type"),
-            Firing.subject_id == bindparam("k_id"),
-            Firing.period_key == bindparam("k_period"),
-        )
-        .values(notification_id=notification_id)
-    )
-    # BATCH at a time: a coordinator's digest over a large backlog links tens of thousands.
-    for batch in chunked(hits):
+def _link(session: Session, firing_ids: list[int], notification_id: int) -> None:
+    """Point the ledger rows at the message that told of them (the last, when several did),
+    BATCH rows a statement by primary key: a coordinator's digest can carry thousands."""
+    for batch in chunked(firing_ids):
         session.execute(
-            link,
-            [
-                {"k_rule": r, "k_type": t, "k_id": i, "k_period": p}
-                for r, t, i, p in (key(h) for h in batch)
-            ],
+            update(Firing).where(Firing.id.in_(batch)).values(notification_id=notification_id)
         )
+
+
+REVIEW_PART = 500  # reviews whose reports commit together after a tick's first part
+
+
+def parts(result: TickResult, size: int = REVIEW_PART) -> list[TickResult]:
+    """The tick cut into parts that commit one after another, none splitting a message.
+
+    The first part holds every message about actions (a digest spans many actions and
+    recipients, so its firings are claimed together), the calendar follow-ups and the gaps;
+    each later part holds the reports of ``size`` reviews, one message per review and
+    recipient, sharing no firing with anything else. A catch-up over a large store thus
+    commits as it goes: a crash keeps what was committed, and the next tick finds the rest."""
+    first = replace(
+        result,
+        messages=[m for m in result.messages if not _is_report(m.hits[0])],
+        hits=[h for h in result.hits if not _is_report(h)],
+        unsent=[h for h in result.unsent if not _is_report(h)],
+    )
+    reports: dict[int, list[Message]] = defaultdict(list)
+    for msg in result.messages:
+        if _is_report(msg.hits[0]):
+            reports[msg.hits[0].subject_id].append(msg)
+    hits: dict[int, list[Hit]] = defaultdict(list)
+    for hit in result.hits:
+        if _is_report(hit):
+            hits[hit.subject_id].append(hit)
+    unsent = {id(h) for h in result.unsent}
+    rest = [
+        TickResult(
+            result.at,
+            [m for i in ids for m in reports[i]],
+            [],
+            [h for i in ids for h in hits[i]],
+            [h for i in ids for h in hits[i] if id(h) in unsent],
+            result.rules,
+        )
+        for ids in chunked(sorted(hits), size)
+    ]
+    return [first, *rest]
+
+
+def _is_report(hit: Hit) -> bool:
+    return hit.subject_type == "review"

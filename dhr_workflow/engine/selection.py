@@ -8,12 +8,24 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVarTuple
 
-from sqlalchemy import Row, Select, String, cast, select
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Row,
+    Select,
+    String,
+    column,
+    exists,
+    func,
+    select,
+    values,
+)
 from sqlalchemy.orm import Session
 
 # invitations imports this module too: both import the other as a module, not names from
 # it, so whichever is imported first finds the other when the functions run.
 from dhr_workflow import invitations
+from dhr_workflow.batching import BATCH, chunked
 from dhr_workflow.durations import latest_fire_time, parse_cron, slot_key
 from dhr_workflow.engine import digests
 from dhr_workflow.engine.ladder import (
@@ -73,13 +85,13 @@ def fired_keys(
     return {(r.subject_id, r.period_key) for r in rows}
 
 
-CHUNK = 5000  # actions selected (with their ledger keys) per query
+CHUNK = 5000  # actions owed a message fetched per query (a weekly digest can list 80,000)
 _Ts = TypeVarTuple("_Ts")
 
 
 def by_id(session: Session, stmt: Select[*_Ts]) -> Iterator[Sequence[Row[*_Ts]]]:
     """The rows of ``stmt`` (which selects Action.id) CHUNK at a time in id order, so a rule
-    over a large store never holds every candidate row, or every ledger key, at once."""
+    over a large store never holds every candidate row at once."""
     last: int | None = None
     while True:
         page = stmt if last is None else stmt.where(Action.id > last)
@@ -90,7 +102,29 @@ def by_id(session: Session, stmt: Select[*_Ts]) -> Iterator[Sequence[Row[*_Ts]]]
         last = rows[-1].id
 
 
+def unfired(rule_id: str, period: ColumnElement[str] | str) -> ColumnElement[bool]:
+    """No ledger row yet for (rule, this action, ``period``): an anti-join that the ledger's
+    unique index answers, so the database returns only the actions owed a message."""
+    return ~exists().where(
+        Firing.rule_id == rule_id,
+        Firing.subject_type == "action",
+        Firing.subject_id == Action.id,
+        Firing.period_key == period,
+    )
+
+
+# Due dates per ladder query: each carries its reached step as three bound values, well inside
+# both databases' bind-parameter limits, and a store's open actions rarely span more days.
+WINDOW = 1000
+
+
 def ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
+    """The actions owed a message by ``ladder`` this morning, each at its highest reached step.
+
+    Python works out the step each due date has reached (business days and bank holidays are
+    not SQL's to know: :mod:`.ladder`); the database joins those to the actions and anti-joins
+    the ledger on its unique key, so a steady morning reads the few hundred actions owed a
+    message, not every open action and its ledger history."""
     # A ladder runs on its schedule: a tick between slots evaluates as of the latest slot.
     assert isinstance(ladder.schedule, str)
     slot = latest_fire_time(parse_cron(ladder.schedule, ctx.tz), ctx.at)
@@ -103,80 +137,111 @@ def ladder_hits(session: Session, ladder: Ladder, ctx: Context) -> list[Hit]:
     clauses = action_clauses(
         session, ladder.applies_to, today=today, now=ctx.at, tz=ctx.tz, region=ctx.region
     )
-    stmt = select(
-        Action.id, Action.due_date, Action.review_id, Action.lead_agency_id, Action.owner_contact_id
-    ).where(*clauses, Action.due_date.is_not(None), Action.due_date <= horizon)
-    steps = [(str(step.at), tuple(step.notify)) for step in ladder.steps]  # shared by hits
-    first = first_notices(ladder)
-    order = {label: i for i, (label, _) in enumerate(steps)}  # to list sent steps in turn
-    with_first: list[tuple[Notify, ...]] = [
-        notify if notice is None else (*notify, notice)
-        for (_, notify), notice in zip(steps, first, strict=True)
-    ]
-    reached: dict[dt.date, tuple[str, int, tuple[str, ...]] | None] = {}
+    make = _HitMaker(ladder)
     hits = []
-    for rows in by_id(session, stmt):
-        fired = _ladder_fired(session, ladder.id, rows[0].id, rows[-1].id)
-        for row in rows:
-            if row.due_date not in reached:  # many actions share a due date
-                reached[row.due_date] = top_step(ladder, row.due_date, today, ctx.region)
-            top = reached[row.due_date]
-            done = fired.get(row.id, {})
-            if top is None or top[0] in done:
-                continue
-            period, index, lower = top
-            if done:
-                lower = tuple(k for k in lower if k not in done)
-            # Any step sent for this due date told the owner and agency lead, itself or with
-            # the first notice that went with it.
-            sent = tuple(
-                sorted(
-                    {label(k) for k, outcome in done.items() if outcome == FiringOutcome.FIRED},
-                    key=lambda label: order.get(label, len(order)),
-                )
-            )
-            step, notify = steps[index]
-            if not sent:
-                notify = with_first[index]
-            facts = (row.review_id, row.lead_agency_id, row.owner_contact_id)
-            hits.append(
-                Hit(
-                    ladder.id,
-                    "action",
-                    row.id,
-                    period,
-                    step,
-                    notify,
-                    *facts,
-                    lower,
-                    sent=sent,
-                    first=not sent,
-                )
-            )
+    for tops in _reached_by_due_date(session, ladder, today, horizon, ctx.region):
+        owed = _owed(session, ladder.id, clauses, tops)
+        done = _current_keys(session, ladder.id, {r.id: r.due_date for r in owed})
+        hits += [make(row, tops[row.due_date], done.get(row.id, {})) for row in owed]
+    hits.sort(key=lambda h: h.subject_id)
     return hits
 
 
-def _ladder_fired(
-    session: Session, ladder_id: str, first: int, last: int
-) -> dict[int, dict[str, str]]:
-    """The ledger keys (and outcome: fired or superseded) of actions ``first``..``last`` for
-    their current due dates (keys start with the due date; older ones belong to a date that
-    has since changed)."""
-    current = Firing.period_key.like(cast(Action.due_date, String) + "|%")
-    fired: dict[int, dict[str, str]] = defaultdict(dict)
-    for i, k, outcome in session.execute(
-        select(Firing.subject_id, Firing.period_key, Firing.outcome)
-        .join(Action, Action.id == Firing.subject_id)
-        .where(
-            Firing.rule_id == ladder_id,
-            Firing.subject_type == "action",
-            Firing.subject_id.between(first, last),
-            current,
-            Firing.outcome.in_([FiringOutcome.FIRED, FiringOutcome.SUPERSEDED]),
+Top = tuple[str, int, tuple[str, ...]]  # period key, step index, lower keys it supersedes
+
+
+class _HitMaker:
+    """A ladder's hit for one owed action; the step and notify values are shared by all."""
+
+    def __init__(self, ladder: Ladder) -> None:
+        self.ladder_id = ladder.id
+        self.steps = [(str(step.at), tuple(step.notify)) for step in ladder.steps]
+        self.order = {label: i for i, (label, _) in enumerate(self.steps)}  # sent, in turn
+        self.with_first: list[tuple[Notify, ...]] = [
+            notify if notice is None else (*notify, notice)
+            for (_, notify), notice in zip(self.steps, first_notices(ladder), strict=True)
+        ]
+
+    def __call__(self, row: Row[*tuple[Any, ...]], top: Top, done: dict[str, str]) -> Hit:
+        period, index, lower = top
+        if done:  # lower steps already in the ledger are not recorded again
+            lower = tuple(k for k in lower if k not in done)
+        # Any step sent for this due date told the owner and agency lead, itself or with the
+        # first notice that went with it.
+        sent = tuple(
+            sorted(
+                {label(k) for k, outcome in done.items() if outcome == FiringOutcome.FIRED},
+                key=lambda step: self.order.get(step, len(self.order)),
+            )
         )
-    ):
-        fired[i][k] = outcome
-    return fired
+        step, notify = self.steps[index]
+        if not sent:
+            notify = self.with_first[index]
+        return Hit(
+            self.ladder_id, "action", row.id, period, step, notify, *_facts(row),
+            lower, sent=sent, first=not sent,
+        )  # fmt: skip
+
+
+def _reached_by_due_date(
+    session: Session, ladder: Ladder, today: dt.date, horizon: dt.date, region: str
+) -> Iterator[dict[dt.date, Top]]:
+    """The step reached by every due date from the store's earliest up to ``horizon``, WINDOW
+    days at a time, skipping gaps between dates (one indexed MIN each)."""
+    after: dt.date | None = None
+    while True:
+        stmt = select(func.min(Action.due_date)).where(Action.due_date <= horizon)
+        start = session.scalar(stmt if after is None else stmt.where(Action.due_date > after))
+        if start is None:
+            return
+        window = [start + dt.timedelta(days=i) for i in range(WINDOW)]
+        window = [day for day in window if day <= horizon]
+        tops = {day: top_step(ladder, day, today, region) for day in window}
+        reached = {day: top for day, top in tops.items() if top is not None}
+        if reached:
+            yield reached
+        after = window[-1]
+
+
+def _owed(
+    session: Session, ladder_id: str, clauses: list[ColumnElement[bool]], tops: dict[dt.date, Top]
+) -> Sequence[Row[*tuple[Any, ...]]]:
+    """The actions due on the dates of ``tops`` whose reached step is not in the ledger."""
+    reached = (
+        values(column("due", Date), column("period", String), name="reached")
+        .data([(day, top[0]) for day, top in tops.items()])
+        .cte("reached")
+    )
+    return session.execute(
+        select(
+            Action.id, Action.due_date, Action.review_id, Action.lead_agency_id,
+            Action.owner_contact_id,
+        )
+        .join(reached, reached.c.due == Action.due_date)
+        .where(*clauses, Action.due_date.between(min(tops), max(tops)))
+        .where(unfired(ladder_id, reached.c.period))
+    ).all()  # fmt: skip
+
+
+def _current_keys(
+    session: Session, ladder_id: str, due: dict[int, dt.date]
+) -> dict[int, dict[str, str]]:
+    """The ledger keys (and outcome: fired or superseded) of the owed actions for their
+    current due dates: a key starts with its due date, older ones belong to a date that has
+    since changed."""
+    found: dict[int, dict[str, str]] = defaultdict(dict)
+    for ids in chunked(sorted(due), BATCH):
+        for i, k, outcome in session.execute(
+            select(Firing.subject_id, Firing.period_key, Firing.outcome).where(
+                Firing.rule_id == ladder_id,
+                Firing.subject_type == "action",
+                Firing.subject_id.in_(ids),
+                Firing.outcome.in_([FiringOutcome.FIRED, FiringOutcome.SUPERSEDED]),
+            )
+        ):
+            if k.startswith(f"{due[i].isoformat()}|"):
+                found[i][k] = outcome
+    return found
 
 
 def rule_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
@@ -192,33 +257,17 @@ def rule_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
     )
     stmt = select(
         Action.id, Action.review_id, Action.lead_agency_id, Action.owner_contact_id
-    ).where(*clauses)
+    ).where(*clauses, unfired(rule.id, period))
     notify = tuple(rule.notify)  # shared by every hit
     hits = []
     for rows in by_id(session, stmt):
-        fired = fired_keys(
-            session,
-            rule.id,
-            "action",
-            Firing.period_key == period,
-            Firing.subject_id.between(rows[0].id, rows[-1].id),
-        )
-        hits += [
-            Hit(
-                rule.id,
-                "action",
-                r.id,
-                period,
-                None,
-                notify,
-                r.review_id,
-                r.lead_agency_id,
-                r.owner_contact_id,
-            )
-            for r in rows
-            if (r.id, period) not in fired
-        ]
+        hits += [Hit(rule.id, "action", r.id, period, None, notify, *_facts(r)) for r in rows]
     return hits
+
+
+def _facts(row: Row[*tuple[Any, ...]]) -> tuple[int, int | None, int | None]:
+    """What an action hit's recipients depend on: its review, agency and owner."""
+    return row.review_id, row.lead_agency_id, row.owner_contact_id
 
 
 def review_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
