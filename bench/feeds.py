@@ -4,7 +4,9 @@
   few thousand actions to 1, 8 and 32 concurrent clients (httpx.AsyncClient, one connection
   each): every client asks for the whole feed (200, served from the render cache) and then
   for the conditional GET answered 304; medians and 95th percentiles over all requests, the
-  single client beside them as the floor.
+  single client beside them as the floor. Before the daemon starts, in-process on the same
+  store: the uncached render of that feed against the bare SELECT of its rows (the render's own
+  query, rows fetched and discarded), interleaved, medians of several runs, and their ratio.
 - ``tokens``: whether a wrong token can be told apart by time: many lookups of a random wrong
   token, a wrong token sharing all but its last two characters with a valid one, a revoked
   token, and a valid one for reference, interleaved in random order, through the function the
@@ -43,10 +45,21 @@ from bench.tick import populate
 from dhr_workflow import db, feeds
 
 TARGET_304 = 0.010  # issue #7: a 304 under 10 ms (median)
+TARGET_RENDER = 5.0  # issue #16: an uncached render within 5x of its bare SELECT
 FEED_HEADERS = [
     "store", "clients", "200 (cached) median", "p95", "× 1 client", "304 median", "p95",
     "× 1 client", "304 req/s", "target", "",
 ]  # fmt: skip
+
+
+@dataclass
+class Render:
+    """Seconds per uncached render and per bare SELECT of the same rows, run by run."""
+
+    actions: int
+    events: int
+    render: list[float]
+    select: list[float]
 
 
 @dataclass
@@ -61,12 +74,23 @@ class Level:
 def feeds_section(opts: Options, tmp: str) -> Section:
     sec = Section("feeds", "Feeds under concurrent load", FEED_HEADERS)
     size, rates = 0, []  # per backend: 304s per second at each level
+    renders: list[tuple[str, Render]] = []
     for backend in opts.backends:
         try:
-            levels = _serve_and_load(backend, opts, tmp)
+            render, levels = _serve_and_load(backend, opts, tmp)
         except Exception as exc:  # reported in the table; the other backend still runs
             sec.rows.append([backend, "", f"failed: {one_line(exc)}"])
             continue
+        renders.append((backend, render))
+        times = median(render.render) / median(render.select)
+        sec.targets.append(
+            Target(
+                f"uncached render ÷ its SELECT, {backend}",
+                f"≤ {TARGET_RENDER:.0f}×",
+                f"{times:.1f}×",
+                times <= TARGET_RENDER,
+            )
+        )
         floor = levels[0]
         for level in levels:
             sec.rows.append(_feed_row(backend, level, floor))
@@ -81,18 +105,23 @@ def feeds_section(opts: Options, tmp: str) -> Section:
             )
         size = levels[0].size
         rates.append((backend, [len(lv.conditional) / lv.conditional_wall for lv in levels]))
-    sec.paragraph = _feed_paragraph(opts, size) + _saturation(rates)
+    sec.paragraph = _feed_paragraph(opts, size) + _saturation(rates) + _render_paragraph(renders)
     return sec
 
 
-def _serve_and_load(backend: str, opts: Options, tmp: str) -> list[Level]:
+def _serve_and_load(backend: str, opts: Options, tmp: str) -> tuple[Render, list[Level]]:
     with fresh(backend, "feeds", tmp) as url:
         secret = _feed_store(url, opts.feed_actions)
+        render = _render_and_select(url, secret, max(5, opts.runs))
+        say(
+            f"feeds: uncached render {median(render.render) * 1000:.1f} ms, its SELECT "
+            f"{median(render.select) * 1000:.1f} ms ({render.events:,} events)"
+        )
         say(f"feeds: starting the daemon on {backend}")
         proc, port = bench_daemon.start(url, Path(tmp))
         try:
             feed = f"http://127.0.0.1:{port}/feeds/{secret}.ics"
-            return [asyncio.run(_level(feed, n, opts.requests)) for n in opts.clients]
+            return render, [asyncio.run(_level(feed, n, opts.requests)) for n in opts.clients]
         finally:
             proc.terminate()
             proc.wait(60)
@@ -105,6 +134,34 @@ def _feed_store(url: str, n: int) -> str:
         with store.transaction() as s:
             now = dt.datetime.now(dt.UTC)
             return feeds.create(s, "all", None, "bench", now=now, actor="bench").secret
+    finally:
+        store.dispose()
+
+
+def _render_and_select(url: str, secret: str, runs: int) -> Render:
+    """The feed rendered without the daemon's cache, and its rows selected, one after the
+    other in each run (after one unmeasured run of each), as the daemon does it: in a reading
+    session, on the day the daemon would use (the overdue entries are part of the work)."""
+    store = db.Store(url)
+    today = dt.date.today()
+    result = Render(0, 0, [], [])
+    try:
+        for run in range(runs + 1):
+            with store.reading() as s:
+                token = feeds.lookup(s, secret)
+                assert token is not None
+                start = time.perf_counter()
+                body = feeds.render(s, token, today=today)
+                rendered = time.perf_counter() - start
+                query = feeds.rows_query(s, token, False, "minimal")
+                start = time.perf_counter()
+                rows = s.execute(query).all()
+                selected = time.perf_counter() - start
+            if run:
+                result.render.append(rendered)
+                result.select.append(selected)
+            result.actions, result.events = len(rows), body.count(b"BEGIN:VEVENT")
+        return result
     finally:
         store.dispose()
 
@@ -174,6 +231,22 @@ def _feed_paragraph(opts: Options, size: int) -> str:
         "queueing costs. "
         "The load generator runs on the same cores as the daemon, so under load part of each "
         "figure is the clients' own work of sending requests and receiving bodies."
+    )
+
+
+def _render_paragraph(renders: list[tuple[str, Render]]) -> str:
+    said = "; ".join(
+        f"on {backend}, {seconds(median(r.render))} against {seconds(median(r.select))} "
+        f"({median(r.render) / median(r.select):.1f}×) for {r.events:,} events from "
+        f"{r.actions:,} actions"
+        for backend, r in renders
+    )
+    runs = len(renders[0][1].render) if renders else 0
+    return (
+        " The uncached render (what the first request after a change costs), in-process "
+        "before the daemon starts, against the bare SELECT of the same rows (the render's "
+        f"own query, rows fetched and discarded), medians of {runs} interleaved runs after "
+        f"one unmeasured: {said or 'no backend completed'}."
     )
 
 

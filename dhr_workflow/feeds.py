@@ -16,23 +16,26 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from icalendar import Alarm, Calendar, Event, vDuration
-from sqlalchemy import and_, case, func, or_, select
-from sqlalchemy.orm import Session, joinedload
+from icalendar import Calendar, vDuration, vRecur
+from sqlalchemy import Select, and_, case, func, null, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from dhr_workflow import agencies, audit, calendar, reviews
+from dhr_workflow import contentlines as ics
 from dhr_workflow.errors import InvalidInput, NotFound
 from dhr_workflow.models import (
     CLOSED_STATUSES,
     Action,
+    Agency,
     Contact,
     ContactRole,
     DueBasis,
     FeedToken,
+    Recommendation,
+    Review,
 )
-from dhr_workflow.overview import is_overdue
 
 Scope = Literal["all", "review", "agency", "owner"]
 REFRESH = dt.timedelta(hours=3)  # Outlook polls about every 3 hours; Google every 8-24
@@ -166,20 +169,6 @@ def _overdue(today: dt.date) -> Any:
     return and_(Action.status.not_in([s.value for s in CLOSED_STATUSES]), Action.due_date < today)
 
 
-def _actions(session: Session, token: FeedToken, include_completed: bool) -> list[Action]:
-    query = (
-        select(Action)
-        .where(*_scope(session, token, include_completed))
-        .options(
-            joinedload(Action.review),
-            joinedload(Action.recommendation),
-            joinedload(Action.lead_agency),
-        )
-        .order_by(Action.due_date, Action.id)
-    )
-    return list(session.scalars(query).unique())
-
-
 def fingerprint(
     session: Session,
     token: FeedToken,
@@ -224,6 +213,29 @@ def render(
     ``today`` is the partnership's local date: each open action due before it appears again
     on it (without a day, no such second entries). ``base_url`` is the web app's address:
     each entry then links to the action's page (URL and the description's last line)."""
+    head = _head(token, name)
+    rows = session.execute(rows_query(session, token, include_completed, detail))
+    lines: list[str] = []
+    for row in rows:
+        entry = _Entry(*row)
+        link = f"{base_url}/actions/{entry.id}" if base_url else None
+        _event(lines, entry, detail, link)
+        if today is not None and entry.status not in CLOSED and entry.due_date < today:
+            _overdue_event(lines, entry, detail, link, today)
+    lines.append(_END)
+    return head + "\r\n".join(lines).encode()
+
+
+_END = "END:VCALENDAR\r\n"
+CLOSED = frozenset(s.value for s in CLOSED_STATUSES)
+_ALARM = (
+    "BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:DHR action due\r\nTRIGGER:-P7D\r\nEND:VALARM"
+)
+
+
+def _head(token: FeedToken, name: str) -> bytes:
+    """The calendar's own properties, through icalendar (once per render, not per event),
+    without its closing line: the events go before it."""
     cal = Calendar()
     cal.add("prodid", calendar.PRODID)
     cal.add("version", "2.0")
@@ -232,82 +244,137 @@ def render(
     # icalendar 7.3's refresh_interval omits VALUE=DURATION, which RFC 7986 requires.
     cal.add("refresh-interval", vDuration(REFRESH), parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", vDuration(REFRESH))
-    for action in _actions(session, token, include_completed):
-        link = f"{base_url}/actions/{action.id}" if base_url else None
-        cal.add_component(_event(action, detail, link))
-        if today is not None and is_overdue(action, today):
-            cal.add_component(_overdue_event(action, detail, link, today))
-    return bytes(cal.to_ical())
+    whole = bytes(cal.to_ical())
+    return whole.removesuffix(_END.encode())
 
 
-def _facts(action: Action) -> calendar.EventFacts:
-    """What the email invitation for this action is built from: one title for both."""
-    agency = action.lead_agency.name if action.lead_agency else None
-    due: dt.date = action.due_date  # type: ignore[assignment]  # feeds hold dated actions
-    return calendar.EventFacts(
-        action.id, action.sequence, due, action.review.ref, action.ref, agency
+def rows_query(
+    session: Session, token: FeedToken, include_completed: bool, detail: str
+) -> Select[Any]:
+    """A feed's actions as plain rows (the columns of :class:`_Entry`, in its order): loading
+    ORM objects with their review, agency and recommendation cost several times the query."""
+    review, agency, rec = aliased(Review), aliased(Agency), aliased(Recommendation)
+    plan: tuple[Any, ...] = (null(), null(), null(), null())  # what "minimal" leaves out
+    if detail == "full":
+        plan = (Action.text, Action.target_text, rec.ref, rec.text)
+    columns = (
+        Action.id, Action.sequence, Action.due_date, Action.status, Action.updated_at,
+        Action.due_basis, Action.due_rule, Action.ref, review.ref, agency.name, *plan,
+    )  # fmt: skip
+    query = (
+        select(*columns)
+        .join(review, Action.review_id == review.id)
+        .outerjoin(agency, Action.lead_agency_id == agency.id)
+    )
+    if detail == "full":
+        query = query.outerjoin(rec, Action.recommendation_id == rec.id)
+    return query.where(*_scope(session, token, include_completed)).order_by(
+        Action.due_date, Action.id
     )
 
 
-def _event(action: Action, detail: str, link: str | None) -> Event:
-    facts = _facts(action)
-    done = action.status in {s.value for s in CLOSED_STATUSES}
-    event = _common(action, facts, link)
-    event.add("uid", calendar.action_uid(action.id))
-    event.add("dtstamp", action.updated_at)  # stored time, not now: stable bytes and ETag
-    event.add("dtstart", facts.due_date)
-    event.add("dtend", facts.due_date + dt.timedelta(days=1))  # exclusive
-    event.add("summary", ("Done: " if done else "") + facts.summary)
-    event.add("description", _description(action, detail, link, []))
-    event.add("status", "CANCELLED" if action.status == "withdrawn" else "CONFIRMED")
-    if action.due_basis == DueBasis.RECURRING and action.due_rule:
-        event.add("rrule", {"freq": "monthly", "interval": action.due_rule.get("every_months", 6)})
+class _Entry(NamedTuple):
+    """One row of :func:`rows_query`: what a feed says about an action."""
+
+    id: int
+    sequence: int
+    due_date: dt.date
+    status: str
+    updated_at: dt.datetime
+    due_basis: str
+    due_rule: dict[str, Any] | None
+    ref: str
+    review: str
+    agency: str | None
+    text: str | None  # the plan's words, for detail "full" only
+    target_text: str | None
+    rec_ref: str | None
+    rec_text: str | None
+
+
+def _summary(entry: _Entry) -> str:
+    """The same title as the action's email invitation."""
+    facts = calendar.EventFacts(
+        entry.id, entry.sequence, entry.due_date, entry.review, entry.ref, entry.agency
+    )
+    return facts.summary
+
+
+def _event(lines: list[str], entry: _Entry, detail: str, link: str | None) -> None:
+    """The action on its due date; properties in icalendar's order (canonical, then A-Z)."""
+    done = entry.status in CLOSED
+    stamp = ics.utc(entry.updated_at)  # stored time, not now: stable bytes and ETag
+    lines += [
+        "BEGIN:VEVENT",
+        ics.fold("SUMMARY:" + ics.text(("Done: " if done else "") + _summary(entry))),
+        "DTSTART;VALUE=DATE:" + ics.date(entry.due_date),
+        "DTEND;VALUE=DATE:" + ics.date(entry.due_date + _DAY),  # exclusive
+        "DTSTAMP:" + stamp,
+        ics.fold("UID:" + ics.text(calendar.action_uid(entry.id))),
+        f"SEQUENCE:{entry.sequence}",
+    ]
+    if entry.due_basis == DueBasis.RECURRING and entry.due_rule:
+        every = entry.due_rule.get("every_months", 6)
+        # Rare, so through icalendar's own RECUR writer: whatever the rule holds, its bytes.
+        rule: bytes = vRecur({"freq": "monthly", "interval": every}).to_ical()  # type: ignore[no-untyped-call]
+        lines.append(ics.fold("RRULE:" + rule.decode()))
+    _common(lines, entry, stamp, _description(entry, detail, link, []))
+    lines.append("STATUS:" + ("CANCELLED" if entry.status == "withdrawn" else "CONFIRMED"))
+    _tail(lines, link)
     if not done:
-        alarm = Alarm()
-        alarm.add("action", "DISPLAY")
-        alarm.add("description", "DHR action due")
-        alarm.add("trigger", dt.timedelta(days=-7))
-        event.add_component(alarm)
-    return event
+        lines.append(_ALARM)
+    lines.append("END:VEVENT")
 
 
-def _overdue_event(action: Action, detail: str, link: str | None, today: dt.date) -> Event:
+def _overdue_event(
+    lines: list[str], entry: _Entry, detail: str, link: str | None, today: dt.date
+) -> None:
     """The overdue action again, on today's date: moves with the day, never alarms."""
-    facts = _facts(action)
-    days = (today - facts.due_date).days
-    event = _common(action, facts, link)
-    event.add("uid", calendar.overdue_uid(action.id))
+    days = (today - entry.due_date).days
     # The day's start, not now: the same bytes all day (and the stored time if later).
-    event.add("dtstamp", max(action.updated_at, dt.datetime.combine(today, dt.time(), dt.UTC)))
-    event.add("dtstart", today)
-    event.add("dtend", today + dt.timedelta(days=1))
-    event.add("summary", "OVERDUE: " + facts.summary)
-    due = f"{facts.due_date.day} {facts.due_date:%b %Y}"
+    stamp = max(entry.updated_at, dt.datetime.combine(today, dt.time(), dt.UTC))
+    due = f"{entry.due_date.day} {entry.due_date:%b %Y}"
     late = f"Overdue: due {due}, {days} day{'s' if days != 1 else ''} ago"
-    event.add("description", _description(action, detail, link, [late]))
-    event.add("status", "CONFIRMED")
-    event.add("related-to", calendar.action_uid(action.id))
-    return event
+    lines += [
+        "BEGIN:VEVENT",
+        ics.fold("SUMMARY:" + ics.text("OVERDUE: " + _summary(entry))),
+        "DTSTART;VALUE=DATE:" + ics.date(today),
+        "DTEND;VALUE=DATE:" + ics.date(today + _DAY),
+        "DTSTAMP:" + ics.utc(stamp),
+        ics.fold("UID:" + ics.text(calendar.overdue_uid(entry.id))),
+        f"SEQUENCE:{entry.sequence}",
+    ]
+    _common(lines, entry, ics.utc(entry.updated_at), _description(entry, detail, link, [late]))
+    lines.append(ics.fold("RELATED-TO:" + ics.text(calendar.action_uid(entry.id))))
+    lines.append("STATUS:CONFIRMED")
+    _tail(lines, link)
+    lines.append("END:VEVENT")
 
 
-def _common(action: Action, facts: calendar.EventFacts, link: str | None) -> Event:
-    event = Event()
-    event.add("sequence", action.sequence)
-    event.add("last-modified", action.updated_at)
-    event.add("categories", [c for c in ("DHR", facts.review, facts.lead_agency) if c])
-    event.add("transp", "TRANSPARENT")
+_DAY = dt.timedelta(days=1)
+
+
+def _common(lines: list[str], entry: _Entry, modified: str, description: str) -> None:
+    categories = (c for c in ("DHR", entry.review, entry.agency) if c)
+    lines += [
+        ics.fold("CATEGORIES:" + ",".join(ics.text(c) for c in categories)),
+        ics.fold("DESCRIPTION:" + ics.text(description)),
+        "LAST-MODIFIED:" + modified,
+    ]
+
+
+def _tail(lines: list[str], link: str | None) -> None:
+    lines.append("TRANSP:TRANSPARENT")
     if link:
-        event.add("url", link)
-    return event
+        lines.append(ics.fold("URL:" + link))
 
 
-def _description(action: Action, detail: str, link: str | None, first: list[str]) -> str:
-    lines = [*first, f"Status: {action.status.replace('_', ' ')}"]
+def _description(entry: _Entry, detail: str, link: str | None, first: list[str]) -> str:
+    lines = [*first, f"Status: {entry.status.replace('_', ' ')}"]
     if detail == "full":
-        rec = action.recommendation
-        if rec is not None:
-            lines.append(f"Recommendation {rec.ref}: {rec.text or '-'}")
-        lines += [f"Action: {action.text or '-'}", f"The plan says: {action.target_text or '-'}"]
+        if entry.rec_ref is not None:
+            lines.append(f"Recommendation {entry.rec_ref}: {entry.rec_text or '-'}")
+        lines += [f"Action: {entry.text or '-'}", f"The plan says: {entry.target_text or '-'}"]
     if link:
         lines.append(link)
     return "\n".join(lines)

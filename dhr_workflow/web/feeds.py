@@ -6,8 +6,8 @@ import asyncio
 import datetime as dt
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -18,6 +18,8 @@ from dhr_workflow.config import Settings
 from dhr_workflow.db import Store
 from dhr_workflow.web.limits import MissLimiter
 
+_T = TypeVar("_T")
+
 
 def routes(
     store: Store, settings: Settings, *, clock: Callable[[], dt.datetime] | None = None
@@ -27,6 +29,7 @@ def routes(
     cache = FeedCache()
     versions = VersionCache(settings.feed_cache_seconds)
     misses = MissLimiter()
+    stamps: OneFlight[str | None] = OneFlight()
     now = clock or (lambda: dt.datetime.now(dt.UTC))
 
     async def feed(request: Request) -> Response:
@@ -42,8 +45,13 @@ def routes(
         key = (secret, include, today)
         tag = versions.get(key, time.monotonic())
         if tag is None:
-            tag = await asyncio.to_thread(
-                _for_token, feeds.fingerprint, store, settings, secret, include, today
+            # When the stamp expires under a burst of clients, they share one query rather
+            # than each taking a worker thread and a database connection for the same answer.
+            tag = await stamps.run(
+                key,
+                lambda: asyncio.to_thread(
+                    _for_token, feeds.fingerprint, store, settings, secret, include, today
+                ),
             )
             if tag is not None:  # only live tokens: a guess always costs the same
                 versions.put(key, tag, time.monotonic())
@@ -102,6 +110,26 @@ class VersionCache:
             self.tags.popitem(last=False)
 
 
+class OneFlight(Generic[_T]):
+    """Concurrent calls for one key share the first one's result (or its exception)."""
+
+    def __init__(self) -> None:
+        self.running: dict[Hashable, asyncio.Future[_T]] = {}
+
+    async def run(self, key: Hashable, make: Callable[[], Awaitable[_T]]) -> _T:
+        running = self.running.get(key)
+        if running is not None:
+            # Shielded: a client that goes away must not cancel the others' answer.
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(make())
+        self.running[key] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self.running.get(key) is task:
+                del self.running[key]
+
+
 class FeedCache:
     """Rendered feeds by version stamp: calendar clients poll the same feed again and again."""
 
@@ -119,9 +147,6 @@ class FeedCache:
         self.bodies[tag] = body
         while len(self.bodies) > self.size:
             self.bodies.popitem(last=False)
-
-
-_T = TypeVar("_T")
 
 
 def _for_token(
