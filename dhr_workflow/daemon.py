@@ -159,9 +159,23 @@ class Daemon:
             # Rendered by commit a chunk at a time, not all at once: the catch-up tick after
             # downtime can enqueue thousands of digests.
             result = engine.evaluate(session, self.ruleset, ctx, only=only, render=False)
-            enqueued = len(engine.commit(session, result, ctx, actor=ACTOR).messages)
+            first, *rest = engine.parts(result)
+            del result
+            enqueued = len(engine.commit(session, first, ctx, actor=ACTOR).messages)
             gaps = _new_gaps(session, head, ctx.at)
             refs = _review_refs(session, gaps)
+        if rest:  # a catch-up: review reports by the hundred, each part committed as it goes
+            name = ",".join(only) if only else "all"
+            log.info(
+                "tick %s: part 1 of %d committed: %d message(s)", name, len(rest) + 1, enqueued
+            )
+            enqueued += engine.commit_rest(
+                self.store,
+                rest,
+                ctx,
+                actor=ACTOR,
+                progress=lambda line: log.info("tick %s: %s", name, line),
+            )
         for gap in gaps:  # once each: commit audits a gap once, and only that is logged
             for line in describe_gap(gap, refs):
                 log.warning("%s", line)

@@ -16,7 +16,7 @@ and renders it; :mod:`.ledger` writes it; :mod:`.model` holds the data they pass
 Calendar follow-ups live beside the calendar, in :mod:`dhr_workflow.invitations`.
 """
 
-from dhr_workflow.engine.ledger import commit
+from dhr_workflow.engine.ledger import commit, commit_rest, parts
 from dhr_workflow.engine.model import CALENDAR_RULE, Context, Gap, Hit, Key, Message, TickResult
 from dhr_workflow.engine.rules import load_rules
 from dhr_workflow.engine.selection import evaluate, unanchored
@@ -30,7 +30,9 @@ __all__ = [
     "Message",
     "TickResult",
     "commit",
+    "commit_rest",
     "evaluate",
     "load_rules",
+    "parts",
     "unanchored",
 ]

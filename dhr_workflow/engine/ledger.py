@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 from typing import cast as typing_cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 # A module import, not names: invitations imports the engine (see engine.selection).
 from dhr_workflow import audit, invitations, links, outbox
 from dhr_workflow.batching import chunked
+from dhr_workflow.db import Store
 from dhr_workflow.engine import digests
 from dhr_workflow.engine.model import Context, Gap, Hit, Key, Message, TickResult, key
 from dhr_workflow.errors import TimeWentBack
@@ -39,8 +40,10 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
         mine = _keep_won(chunk, claim.lost)  # another replica took some firings: re-render
         digests.render(session, [m for m in mine if m.rendered is None], ctx, directory)
         invited = invitations.Invitations(session, mine, ctx)
-        events = [_enqueue_message(session, msg, ctx, invited, claim.won) for msg in mine]
+        told: dict[int, int] = {}  # ledger row -> the message that told of it (the last)
+        events = [_enqueue_message(session, msg, ctx, invited, claim.won, told) for msg in mine]
         invited.remember()
+        _link(session, told)
         audit.record_many(session, now=now, actor=actor, events=events)
         for msg in mine:
             msg.links = []  # stored (hashed) with the message; the secrets go no further
@@ -218,9 +221,10 @@ def _enqueue_message(
     ctx: Context,
     invited: invitations.Invitations,
     firing_ids: dict[Key, int],
+    told: dict[int, int],
 ) -> tuple[str, str, dict[str, Any]]:
-    """Put a rendered message in the outbox, store its links and point its firings at it;
-    returns its audit event (commit records a chunk's events together)."""
+    """Put a rendered message in the outbox and store its links; notes in ``told`` which
+    ledger rows it tells of, and returns its audit event (commit writes a chunk's together)."""
     assert msg.rendered is not None
     note = outbox.enqueue(
         session,
@@ -235,7 +239,7 @@ def _enqueue_message(
         now=ctx.at,
     )
     links.store(session, msg.links, now=ctx.at)
-    _link(session, [firing_ids[key(h)] for h in msg.hits], note.id)
+    told.update((firing_ids[key(h)], note.id) for h in msg.hits)
     return (
         "notification.enqueue",
         f"notification:{note.id}",
@@ -243,12 +247,14 @@ def _enqueue_message(
     )
 
 
-def _link(session: Session, firing_ids: list[int], notification_id: int) -> None:
-    """Point the ledger rows at the message that told of them (the last, when several did),
-    BATCH rows a statement by primary key: a coordinator's digest can carry thousands."""
-    for batch in chunked(firing_ids):
+def _link(session: Session, told: dict[int, int]) -> None:
+    """Point ledger rows at the message that told of them, BATCH rows a statement by primary
+    key (a coordinator's digest can carry thousands, a chunk's messages a few each)."""
+    for batch in chunked(sorted(told.items())):
         session.execute(
-            update(Firing).where(Firing.id.in_(batch)).values(notification_id=notification_id)
+            update(Firing)
+            .where(Firing.id.in_([firing_id for firing_id, _ in batch]))
+            .values(notification_id=case(dict(batch), value=Firing.id))
         )
 
 
@@ -290,6 +296,31 @@ def parts(result: TickResult, size: int = REVIEW_PART) -> list[TickResult]:
         for ids in chunked(sorted(hits), size)
     ]
     return [first, *rest]
+
+
+def commit_rest(
+    store: Store,
+    todo: list[TickResult],
+    ctx: Context,
+    *,
+    actor: str,
+    progress: Callable[[str], None] | None = None,
+) -> int:
+    """Commit the parts after the first (which the caller commits in the transaction it
+    evaluated in, before this), each in a transaction of its own, saying how far it has got;
+    returns the messages enqueued. Parts are let go of as they are written."""
+    enqueued, total = 0, sum(len(p.messages) for p in todo)
+    for number in range(len(todo)):
+        part = todo[number]
+        with store.transaction() as session:
+            enqueued += len(commit(session, part, ctx, actor=actor).messages)
+        todo[number] = replace(part, messages=[], hits=[], unsent=[])
+        if progress is not None:
+            progress(
+                f"part {number + 2} of {len(todo) + 1} committed: "
+                f"{enqueued:,} of {total:,} review reports enqueued"
+            )
+    return enqueued
 
 
 def _is_report(hit: Hit) -> bool:
