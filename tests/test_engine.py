@@ -406,10 +406,9 @@ def test_one_message_per_recipient_and_only_their_actions(
 def test_chunked_lazy_tick_sends_what_a_whole_tick_sends(
     store: db.Store, rules: Any, world: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The daemon's way (select CHUNK actions at a time, render and write RENDER_CHUNK
+    """The daemon's way (select WINDOW due dates at a time, render and write RENDER_CHUNK
     messages at a time, let go of the bodies) with chunks of two and one: the same digests,
     each action in its recipient's digest once, bodies in the outbox, subjects kept."""
-    monkeypatch.setattr(engine.selection, "CHUNK", 2)
     monkeypatch.setattr(engine.selection, "WINDOW", 3)
     monkeypatch.setattr(engine.digests, "RENDER_CHUNK", 1)
     ids = world(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from dhr_workflow import links
@@ -21,13 +21,13 @@ CALENDAR_RULE = "calendar"
 CALENDAR_TEMPLATE = "calendar_update"
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
     """One rule firing for one subject in one period (not yet written).
 
-    A catch-up tick holds one per open action and rule (hundreds of thousands): slots, the
-    subject's facts inline rather than a Subject object each, and the step, notify, period and
-    superseded values shared between hits, not copied into each.
+    A catch-up tick holds one per open action and rule (hundreds of thousands), a Monday's
+    weekly digest 80,000 at a million actions: a named tuple (made in a fifth of the time a
+    frozen dataclass takes, and as small), the subject's facts inline rather than a Subject
+    object each, and the step, notify, period and superseded values shared between hits.
     """
 
     rule: str
