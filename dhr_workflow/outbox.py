@@ -413,43 +413,49 @@ def _event(note: Notification) -> tuple[str, str, dict[str, Any]]:
     )
 
 
-def enqueue(
-    session: Session,
-    *,
-    rule_id: str,
-    template: str,
-    to: list[str],
-    rendered: Rendered,
-    now: dt.datetime,
-    cc: list[str] | None = None,
-    calendar: str | None = None,
-    reply_to: str | None = None,
-    attachment: Attachment | None = None,
-) -> Notification:
-    """Put one rendered message in the outbox: pending, due ``now``, with its own Message-ID.
-    The one place a message enters the outbox (the engine's reminders, the notices below);
-    the caller audits it."""
-    note = Notification(
-        rule_id=rule_id,
-        template=template,
-        to_addrs=to,
-        cc_addrs=[] if cc is None else cc,
-        subject=rendered.subject,
-        text_body=rendered.text,
-        html_body=rendered.html,
-        calendar=calendar,
-        message_id=f"<{uuid.uuid4().hex}@dhr-workflow>",
-        reply_to=reply_to,
-        attachment_name=attachment.filename if attachment else None,
-        attachment=attachment.content if attachment else None,
-        state=NotificationState.PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
-    session.add(note)
+@dataclass(frozen=True)
+class Outgoing:
+    """A rendered message on its way into the outbox."""
+
+    rule_id: str
+    template: str
+    to: list[str]
+    rendered: Rendered
+    cc: list[str] = field(default_factory=list)
+    calendar: str | None = None
+    reply_to: str | None = None
+    attachment: Attachment | None = None
+
+
+def enqueue(session: Session, outgoing: list[Outgoing], *, now: dt.datetime) -> list[Notification]:
+    """Put rendered messages in the outbox: pending, due ``now``, each with its own
+    Message-ID. The one place a message enters the outbox (the engine's reminders, the
+    notices below), a tick's chunk in one flush (the rows go in a few multi-row INSERTs, not
+    one round trip each); the caller audits them."""
+    notes = [
+        Notification(
+            rule_id=o.rule_id,
+            template=o.template,
+            to_addrs=o.to,
+            cc_addrs=o.cc,
+            subject=o.rendered.subject,
+            text_body=o.rendered.text,
+            html_body=o.rendered.html,
+            calendar=o.calendar,
+            message_id=f"<{uuid.uuid4().hex}@dhr-workflow>",
+            reply_to=o.reply_to,
+            attachment_name=o.attachment.filename if o.attachment else None,
+            attachment=o.attachment.content if o.attachment else None,
+            state=NotificationState.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for o in outgoing
+    ]
+    session.add_all(notes)
     session.flush()
-    return note
+    return notes
 
 
 def render_and_enqueue(
@@ -468,10 +474,9 @@ def render_and_enqueue(
     """Render one message with the email templates and put it in the outbox, due now, with
     its own Message-ID; audited as ``notification.enqueue`` (``data`` adds what it is about)."""
     rendered = templates.render(template, context)
-    note = enqueue(
-        session, rule_id=rule_id, template=template, to=to, rendered=rendered, now=now,
-        reply_to=reply_to,
-    )  # fmt: skip
+    (note,) = enqueue(
+        session, [Outgoing(rule_id, template, to, rendered, reply_to=reply_to)], now=now
+    )
     audit.record(
         session, now=now, actor=actor, kind="notification.enqueue",
         subject=f"notification:{note.id}",

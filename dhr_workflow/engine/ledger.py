@@ -41,7 +41,7 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
         digests.render(session, [m for m in mine if m.rendered is None], ctx, directory)
         invited = invitations.Invitations(session, mine, ctx)
         told: dict[int, int] = {}  # ledger row -> the message that told of it (the last)
-        events = [_enqueue_message(session, msg, ctx, invited, claim.won, told) for msg in mine]
+        events = _enqueue_messages(session, mine, ctx, invited, claim.won, told)
         invited.remember()
         _link(session, told)
         audit.record_many(session, now=now, actor=actor, events=events)
@@ -215,36 +215,37 @@ def _new_gaps(
     return events
 
 
-def _enqueue_message(
+def _enqueue_messages(
     session: Session,
-    msg: Message,
+    messages: list[Message],
     ctx: Context,
     invited: invitations.Invitations,
     firing_ids: dict[Key, int],
     told: dict[int, int],
-) -> tuple[str, str, dict[str, Any]]:
-    """Put a rendered message in the outbox and store its links; notes in ``told`` which
-    ledger rows it tells of, and returns its audit event (commit writes a chunk's together)."""
-    assert msg.rendered is not None
-    note = outbox.enqueue(
-        session,
-        rule_id=msg.rule,
-        template=msg.template,
-        to=msg.to,
-        cc=msg.cc,
-        rendered=msg.rendered,
-        calendar=invited.parts(msg),
-        reply_to=msg.reply_to,
-        attachment=msg.attachment,
-        now=ctx.at,
-    )
-    links.store(session, msg.links, now=ctx.at)
-    told.update((firing_ids[key(h)], note.id) for h in msg.hits)
-    return (
-        "notification.enqueue",
-        f"notification:{note.id}",
-        {**msg.to_json(), "message_id": note.message_id},
-    )
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """Put rendered messages in the outbox and store their links; notes in ``told`` which
+    ledger rows each tells of, and returns their audit events (written with the chunk's)."""
+    outgoing = []
+    for msg in messages:
+        assert msg.rendered is not None
+        outgoing.append(
+            outbox.Outgoing(
+                msg.rule, msg.template, msg.to, msg.rendered, msg.cc, invited.parts(msg),
+                msg.reply_to, msg.attachment,
+            )
+        )  # fmt: skip
+    events = []
+    for msg, note in zip(messages, outbox.enqueue(session, outgoing, now=ctx.at), strict=True):
+        links.store(session, msg.links, now=ctx.at)
+        told.update((firing_ids[key(h)], note.id) for h in msg.hits)
+        events.append(
+            (
+                "notification.enqueue",
+                f"notification:{note.id}",
+                {**msg.to_json(), "message_id": note.message_id},
+            )
+        )
+    return events
 
 
 def _link(session: Session, told: dict[int, int]) -> None:
