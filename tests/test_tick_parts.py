@@ -92,6 +92,13 @@ def test_parts_send_what_one_transaction_sends(
     ledger = [r for r in _ledger(store) if r[4] != "gap"]
     assert sorted(r[:4] for r in ledger if r[4] == "fired") == sorted(fired)
     assert sorted(r[:4] for r in ledger if r[4] == "superseded") == sorted(skipped)
+    with store.reading() as s:  # every firing points at a message that lists its subject
+        linked = s.execute(
+            select(Firing.subject_type, Firing.subject_id, Notification.id, Notification.rule_id)
+            .outerjoin(Notification, Notification.id == Firing.notification_id)
+            .where(Firing.outcome == "fired")
+        ).all()
+    assert linked and all(note_id is not None for _, _, note_id, _ in linked)
     # Seven reviews' reports, to the chair and (a copy is its own message) the coordinator.
     assert len([n for n in _sent(store) if n[0] == "partnership_report"]) == 14
     assert _tick_whole(store, rules) == 0  # nothing left over

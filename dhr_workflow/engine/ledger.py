@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from typing import cast as typing_cast
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Integer, Row, String, Table, bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -32,18 +32,19 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
     time; the bodies commit rendered itself are let go once in the outbox (subject kept)."""
     now = ctx.at
     _move_marks(session, result.rules, now)
-    claim = _claim(session, _firing_rows(result.messages, now))
+    claim = _claim(session, _firing_rows(result.messages, now), now)
     directory = Directory(session)
     kept: list[Message] = []
+    # Ledger row -> the message that told of it (the last, when several did): written once,
+    # after the messages, so a row reaching three people is updated once, not three times.
+    told: dict[int, int] = {}
     for chunk in chunked(result.messages, digests.RENDER_CHUNK):
         lazy = {id(m) for m in chunk if m.rendered is None}
         mine = _keep_won(chunk, claim.lost)  # another replica took some firings: re-render
         digests.render(session, [m for m in mine if m.rendered is None], ctx, directory)
         invited = invitations.Invitations(session, mine, ctx)
-        told: dict[int, int] = {}  # ledger row -> the message that told of it (the last)
         events = _enqueue_messages(session, mine, ctx, invited, claim.won, told)
         invited.remember()
-        _link(session, told)
         audit.record_many(session, now=now, actor=actor, events=events)
         for msg in mine:
             msg.links = []  # stored (hashed) with the message; the secrets go no further
@@ -51,6 +52,7 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
             if id(msg) in lazy:
                 msg.rendered = None  # the outbox row holds the bodies now
         kept += mine
+    _link(session, told)
     _record_superseded(session, result.hits, now)
     events = _new_gaps(session, result.gaps, now)
     events.append(
@@ -141,12 +143,48 @@ def _row(
     }
 
 
-def _insert_new_firings(session: Session) -> Any:
-    """INSERT into the ledger that skips rows whose (rule, subject, period) is already there."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(Firing).on_conflict_do_nothing(
-        index_elements=["rule_id", "subject_type", "subject_id", "period_key"]
+_KEY = ["rule_id", "subject_type", "subject_id", "period_key"]
+_ARRAYS = {
+    "rule_id": String, "subject_type": String, "subject_id": Integer, "period_key": String,
+    "step": String, "outcome": String,
+}  # fmt: skip
+PG_BATCH = 10_000  # ledger rows per INSERT on PostgreSQL (as arrays: one parameter a column)
+
+
+def _insert_firings(
+    session: Session, rows: list[dict[str, Any]], now: dt.datetime, *, returning: bool = False
+) -> Sequence[Row[*tuple[Any, ...]]]:
+    """Insert ledger rows, skipping any whose (rule, subject, period) is already there;
+    with ``returning``, the new rows' id and key. On PostgreSQL the rows go as one array per
+    column through ``unnest`` (a catch-up records hundreds of thousands of superseded steps:
+    one statement for ten thousand, not a row of parameters each); SQLite is in-process, and
+    SQLAlchemy's multi-row VALUES serve it."""
+    back = (Firing.id, *(getattr(Firing, c) for c in _KEY)) if returning else ()
+    if session.get_bind().dialect.name != "postgresql":
+        each = sqlite.insert(Firing).on_conflict_do_nothing(index_elements=_KEY)
+        params = [{**r, "fired_at": now} for r in rows]
+        found: list[Row[*tuple[Any, ...]]] = []
+        for batch in chunked(params):
+            result = session.execute(each.returning(*back) if back else each, batch)
+            found += result.all() if back else []
+        return found
+    columns = (
+        func.unnest(*(bindparam(c, type_=postgresql.ARRAY(t)) for c, t in _ARRAYS.items()))
+        .table_valued(*_ARRAYS)
+        .render_derived(name="new")
     )
+    source = select(*columns.c, literal(now, Firing.fired_at.type))
+    stmt = (
+        postgresql.insert(typing_cast(Table, Firing.__table__))  # Core: ORM inserts take no SELECT
+        .from_select([*_ARRAYS, "fired_at"], source)
+        .on_conflict_do_nothing(index_elements=_KEY)
+    )
+    found = []
+    for batch in chunked(rows, PG_BATCH):
+        arrays = {c: [r[c] for r in batch] for c in _ARRAYS}
+        result = session.execute(stmt.returning(*back) if back else stmt, arrays)
+        found += result.all() if back else []
+    return found
 
 
 @dataclass
@@ -158,17 +196,13 @@ class Claim:
     lost: set[Key] = field(default_factory=set)
 
 
-def _claim(session: Session, rows: Iterable[dict[str, Any]]) -> Claim:
-    """Insert ledger rows BATCH at a time, skipping any already there."""
-    stmt = _insert_new_firings(session).returning(
-        Firing.id, Firing.rule_id, Firing.subject_type, Firing.subject_id, Firing.period_key
-    )
+def _claim(session: Session, rows: Iterable[dict[str, Any]], now: dt.datetime) -> Claim:
+    """Insert "fired" ledger rows, skipping any already there (another replica's claim)."""
+    unique = {_row_key(r): r for r in rows}
     claim = Claim()
-    for batch in chunked(rows):
-        unique = {_row_key(r): r for r in batch}
-        for firing_id, *won in session.execute(stmt, list(unique.values())):
-            claim.won[typing_cast(Key, tuple(won))] = firing_id
-        claim.lost |= {k for k in unique if k not in claim.won}
+    for firing_id, *won in _insert_firings(session, list(unique.values()), now, returning=True):
+        claim.won[typing_cast(Key, tuple(won))] = firing_id
+    claim.lost = {k for k in unique if k not in claim.won}
     return claim
 
 
@@ -177,16 +211,15 @@ def _row_key(row: dict[str, Any]) -> Key:
 
 
 def _record_superseded(session: Session, hits: list[Hit], now: dt.datetime) -> None:
-    """Ledger rows for skipped lower steps, streamed in chunks (a first tick over a large
-    backlog can skip hundreds of thousands)."""
-    stmt = _insert_new_firings(session)
+    """Ledger rows for skipped lower steps (a first tick over a large backlog can skip
+    hundreds of thousands), written PG_BATCH or BATCH at a time."""
     rows = (
         _row(hit, k, k.split("|", 1)[-1], FiringOutcome.SUPERSEDED, now)
         for hit in hits
         for k in hit.superseded
     )
-    for chunk in chunked(rows):
-        session.execute(stmt, chunk)
+    for batch in chunked(rows, PG_BATCH):
+        _insert_firings(session, batch, now)
 
 
 def _new_gaps(
@@ -202,7 +235,7 @@ def _new_gaps(
         # Once per key (a hit can miss the same role in two notify steps), and claimed as a
         # whole: a repeat in a later batch would read as reported before.
         unique = list({_row_key(r): r for r in rows}.values())
-        seen = _claim(session, unique).lost  # reported before (or by another replica)
+        seen = _claim(session, unique, now).lost  # reported before (or by another replica)
         fresh = [
             h
             for h in gap.hits
@@ -249,14 +282,34 @@ def _enqueue_messages(
 
 
 def _link(session: Session, told: dict[int, int]) -> None:
-    """Point ledger rows at the message that told of them, BATCH rows a statement by primary
-    key (a coordinator's digest can carry thousands, a chunk's messages a few each)."""
-    for batch in chunked(sorted(told.items())):
-        session.execute(
-            update(Firing)
-            .where(Firing.id.in_([firing_id for firing_id, _ in batch]))
-            .values(notification_id=case(dict(batch), value=Firing.id))
+    """Point ledger rows at the message that told of them, by primary key: on PostgreSQL
+    PG_BATCH rows a statement (joined to two arrays), elsewhere one UPDATE per message and
+    BATCH rows."""
+    if session.get_bind().dialect.name == "postgresql":
+        pairs = (
+            func.unnest(
+                bindparam("ids", type_=postgresql.ARRAY(Integer)),
+                bindparam("notes", type_=postgresql.ARRAY(Integer)),
+            )
+            .table_valued("id", "note")
+            .render_derived(name="told")
         )
+        stmt = (
+            update(typing_cast(Table, Firing.__table__))
+            .where(Firing.id == pairs.c.id)
+            .values(notification_id=pairs.c.note)
+        )
+        for batch in chunked(told.items(), PG_BATCH):
+            session.execute(stmt, {"ids": [i for i, _ in batch], "notes": [n for _, n in batch]})
+        return
+    by_message: dict[int, list[int]] = defaultdict(list)
+    for firing_id, notification_id in told.items():
+        by_message[notification_id].append(firing_id)
+    for notification_id, firing_ids in by_message.items():
+        for ids in chunked(firing_ids):
+            session.execute(
+                update(Firing).where(Firing.id.in_(ids)).values(notification_id=notification_id)
+            )
 
 
 REVIEW_PART = 500  # reviews whose reports commit together after a tick's first part
