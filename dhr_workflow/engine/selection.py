@@ -257,28 +257,26 @@ def _facts(row: Row[*tuple[Any, ...]]) -> tuple[int, int | None, int | None]:
 
 
 def review_hits(session: Session, rule: Rule, ctx: Context) -> list[Hit]:
-    reviews = session.scalars(select(Review).where(*review_clauses(rule.applies_to))).all()
-    fired = fired_keys(session, rule.id, "review")
-    hits = []
-    for review in reviews:
-        period, since = _review_period(rule, review, ctx)
-        if period is not None and (review.id, period) not in fired:
-            hits.append(
-                Hit(
-                    rule.id,
-                    "review",
-                    review.id,
-                    period,
-                    None,
-                    tuple(rule.notify),
-                    review.id,
-                    since=since,
-                )
-            )
-    return hits
+    """The reviews a review rule reports on now: read as plain rows (the id, and the date a
+    recurring rule counts from), the ledger only for the periods due now, not its history."""
+    columns = [Review.id]
+    if isinstance(rule.schedule, Every):
+        columns.append(getattr(Review, rule.schedule.anchor))
+    reviews = session.execute(select(*columns).where(*review_clauses(rule.applies_to))).all()
+    due = [(r.id, *_review_period(rule, r, ctx)) for r in reviews]
+    periods = sorted({period for _, period, _ in due if period is not None})
+    fired = fired_keys(session, rule.id, "review", Firing.period_key.in_(periods))
+    notify = tuple(rule.notify)  # shared by every hit
+    return [
+        Hit(rule.id, "review", review_id, period, None, notify, review_id, since=since)
+        for review_id, period, since in due
+        if period is not None and (review_id, period) not in fired
+    ]
 
 
-def _review_period(rule: Rule, review: Review, ctx: Context) -> tuple[str | None, dt.date | None]:
+def _review_period(
+    rule: Rule, review: Row[*tuple[Any, ...]], ctx: Context
+) -> tuple[str | None, dt.date | None]:
     """The period a review rule fires for now, and the start of the period it reports on."""
     if isinstance(rule.schedule, str):
         slot = latest_fire_time(parse_cron(rule.schedule, ctx.tz), ctx.at)
