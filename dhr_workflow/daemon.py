@@ -164,7 +164,9 @@ class Daemon:
             enqueued = len(engine.commit(session, first, ctx, actor=ACTOR).messages)
             gaps = _new_gaps(session, head, ctx.at)
             refs = _review_refs(session, gaps)
-        if rest:  # a catch-up: review reports by the hundred, each part committed as it goes
+        # Review reports after the rest, 500 reviews a transaction: a catch-up's thousands
+        # commit as they go, each part logged.
+        if rest:
             name = ",".join(only) if only else "all"
             log.info(
                 "tick %s: part 1 of %d committed: %d message(s)", name, len(rest) + 1, enqueued

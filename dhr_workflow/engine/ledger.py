@@ -197,12 +197,14 @@ class Claim:
 
 
 def _claim(session: Session, rows: Iterable[dict[str, Any]], now: dt.datetime) -> Claim:
-    """Insert "fired" ledger rows, skipping any already there (another replica's claim)."""
-    unique = {_row_key(r): r for r in rows}
+    """Insert "fired" ledger rows, skipping any already there (another replica's claim);
+    consumed PG_BATCH at a time, so a catch-up's rows are never all held at once."""
     claim = Claim()
-    for firing_id, *won in _insert_firings(session, list(unique.values()), now, returning=True):
-        claim.won[typing_cast(Key, tuple(won))] = firing_id
-    claim.lost = {k for k in unique if k not in claim.won}
+    for batch in chunked(rows, PG_BATCH):
+        unique = {_row_key(r): r for r in batch}
+        for firing_id, *won in _insert_firings(session, list(unique.values()), now, returning=True):
+            claim.won[typing_cast(Key, tuple(won))] = firing_id
+        claim.lost |= {k for k in unique if k not in claim.won}
     return claim
 
 
