@@ -160,10 +160,19 @@ def floor_selection(session: Session, ruleset: RuleSet, at: dt.datetime) -> int:
     for rule in ruleset.rules:
         if rule.scope == "review":
             stmt = select(Review.id, Review.plan_agreed_on).where(*review_clauses(rule.applies_to))
+            fetched += len(session.execute(stmt).all())
         else:
-            stmt = _action_columns().where(*_rule_clauses(session, rule, at))
-        fetched += len(session.execute(stmt).all())
+            fetched += _bare_rule(session, rule, at)
     return fetched
+
+
+def _bare_rule(session: Session, rule: Any, at: dt.datetime) -> int:
+    """An action rule's bare selection at ``at``, fetched and discarded; the rows fetched."""
+    today = at.astimezone(LONDON).date()
+    clauses = action_clauses(
+        session, rule.applies_to, today=today, now=at, tz=LONDON, region=REGION
+    )
+    return len(session.execute(_action_columns().where(*clauses)).all())
 
 
 def _action_columns(*extra: Any) -> Select[Any]:
@@ -264,17 +273,11 @@ def _weekly(store: db.Store, ruleset: RuleSet, templates: Templates, figures: Ti
     with store.reading() as s:
         start = time.perf_counter()
         for rule in weekly:
-            session_rows = s.execute(_action_columns().where(*_rule_clauses(s, rule, monday)))
-            session_rows.all()
+            _bare_rule(s, rule, monday)
         figures.weekly_floor.append(time.perf_counter() - start)
         start = time.perf_counter()
         figures.weekly_hits = sum(len(engine.selection.rule_hits(s, r, ctx)) for r in weekly)
         figures.weekly.append(time.perf_counter() - start)
-
-
-def _rule_clauses(session: Session, rule: Any, at: dt.datetime) -> list[Any]:
-    today = at.astimezone(LONDON).date()
-    return action_clauses(session, rule.applies_to, today=today, now=at, tz=LONDON, region=REGION)
 
 
 def _morning(

@@ -14,6 +14,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -314,3 +315,11 @@ def describe_database_error(exc: DBAPIError, display_url: str) -> UserError:
         return StoreUnavailable(problem)
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
     return UserError(f"cannot use the database {display_url}: {reason}")
+
+
+def insert(session: Session, model: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT in the session's own dialect, for its ``on_conflict_do_nothing`` and
+    ``on_conflict_do_update`` (both databases we run on have them, with the same arguments)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)

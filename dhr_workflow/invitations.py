@@ -5,13 +5,12 @@ sends a CANCEL or an updated REQUEST when the action later moves on."""
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import String, cast, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from dhr_workflow import calendar
+from dhr_workflow import calendar, db
 from dhr_workflow.batching import chunked
 
 # The engine imports this module and this module the engine's selection: a module import,
@@ -26,11 +25,13 @@ from dhr_workflow.models import CLOSED_STATUSES, Action, Agency, Invitation, Rev
 def invitation_updates(session: Session) -> list[Message]:
     """A CANCEL or an updated REQUEST for every invitation whose action has moved on since
     (completed, withdrawn, re-dated: each bumps the action's sequence), one message per address."""
-    period = literal("seq") + cast(Action.sequence, String) + "|" + Invitation.address
+    # The period key "seq3|lee@police.example.org", made by the database for the anti-join
+    # and read back for the hit, so it is written in one place.
+    period = (literal("seq") + cast(Action.sequence, String) + "|" + Invitation.address).label(
+        "period"
+    )
     rows = session.execute(
-        select(
-            Invitation.address, Action.id, Action.sequence, Action.review_id, Action.lead_agency_id
-        )
+        select(Invitation.address, Action.id, period, Action.review_id, Action.lead_agency_id)
         .join(Action, Action.id == Invitation.action_id)
         .where(Invitation.state == "active", Action.sequence > Invitation.sequence)
         .where(selection.unfired(CALENDAR_RULE, period))
@@ -43,7 +44,7 @@ def invitation_updates(session: Session) -> list[Message]:
         )
         msg.hits.append(
             Hit(
-                CALENDAR_RULE, "action", r.id, f"seq{r.sequence}|{r.address}", None, (),
+                CALENDAR_RULE, "action", r.id, r.period, None, (),
                 r.review_id, r.lead_agency_id,
             )
         )  # fmt: skip
@@ -52,14 +53,13 @@ def invitation_updates(session: Session) -> list[Message]:
 
 class Invitations:
     """The calendar parts of a chunk of messages, and the record of who was invited to what
-    (so later changes can follow): the actions' facts read once for the chunk, each event
-    rendered once per method and addressees, and the record written as one upsert."""
+    (so later changes can follow): the actions' facts read once for the chunk, and the
+    record written as one upsert."""
 
     def __init__(self, session: Session, messages: list[Message], ctx: Context) -> None:
         ids = sorted({i for m in messages if m.calendar for i in m.action_ids})
         self.session, self.ctx = session, ctx
         self.facts = {f.action_id: (f, cancel) for f, cancel in _event_facts(session, ids)}
-        self.rendered: dict[tuple[int, str, tuple[str, ...]], str] = {}
         self.invited: dict[tuple[int, str], dict[str, Any]] = {}
 
     def parts(self, msg: Message) -> str | None:
@@ -73,7 +73,12 @@ class Invitations:
             fact, cancel = self.facts[action_id]
             if cancel and msg.template != CALENDAR_TEMPLATE:
                 continue  # never invite anyone to a finished or undated action
-            parts.append(self._render(fact, "CANCEL" if cancel else "REQUEST", msg.to))
+            parts.append(
+                calendar.invitation(
+                    fact, method="CANCEL" if cancel else "REQUEST", organizer=self.ctx.mail_from,
+                    attendees=msg.to, stamp=self.ctx.at,
+                )
+            )  # fmt: skip
             for address in msg.to:
                 self.invited[(action_id, address)] = {
                     "action_id": action_id, "address": address, "sequence": fact.sequence,
@@ -82,21 +87,9 @@ class Invitations:
                 }  # fmt: skip
         return json.dumps(parts) if parts else None
 
-    def _render(
-        self, fact: calendar.EventFacts, method: Literal["REQUEST", "CANCEL"], to: list[str]
-    ) -> str:
-        found = (fact.action_id, method, tuple(to))
-        if found not in self.rendered:
-            self.rendered[found] = calendar.invitation(
-                fact, method=method, organizer=self.ctx.mail_from, attendees=to,
-                stamp=self.ctx.at,
-            )  # fmt: skip
-        return self.rendered[found]
-
     def remember(self) -> None:
         """Write who was invited to what, BATCH rows a statement (insert or update)."""
-        dialect = postgresql if self.session.get_bind().dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(Invitation)
+        stmt = db.insert(self.session, Invitation)
         stmt = stmt.on_conflict_do_update(
             index_elements=["action_id", "address"],
             set_={c: stmt.excluded[c] for c in ("sequence", "due_date", "state", "updated_at")},

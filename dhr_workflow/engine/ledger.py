@@ -13,11 +13,12 @@ from typing import cast as typing_cast
 from sqlalchemy import Integer, Row, String, Table, bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import TypeEngine
 
 # A module import, not names: invitations imports the engine (see engine.selection).
-from dhr_workflow import audit, invitations, links, outbox
+from dhr_workflow import audit, db, invitations, links, outbox
 from dhr_workflow.batching import chunked
-from dhr_workflow.db import Store
 from dhr_workflow.engine import digests
 from dhr_workflow.engine.model import Context, Gap, Hit, Key, Message, TickResult, key
 from dhr_workflow.errors import TimeWentBack
@@ -32,7 +33,7 @@ def commit(session: Session, result: TickResult, ctx: Context, *, actor: str) ->
     time; the bodies commit rendered itself are let go once in the outbox (subject kept)."""
     now = ctx.at
     _move_marks(session, result.rules, now)
-    claim = _claim(session, _firing_rows(result.messages, now), now)
+    claim = _claim(session, _firing_rows(result.messages), now)
     directory = Directory(session)
     kept: list[Message] = []
     # Ledger row -> the message that told of it (the last, when several did): written once,
@@ -93,10 +94,9 @@ def _move_marks(session: Session, rules: list[str], at: dt.datetime) -> None:
             "use --dry-run to see what it would have sent",
             behind=(mark - at).total_seconds(),
         )
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(TickMark).values([{"rule_id": r, "at": at} for r in rules])
+    stmt = db.insert(session, TickMark).values([{"rule_id": r, "at": at} for r in rules])
     # Two replicas ticking a moment apart: the mark keeps the later time, whoever commits last.
-    later_of = func.max if dialect is sqlite else func.greatest
+    later_of = func.greatest if isinstance(stmt, postgresql.Insert) else func.max
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=["rule_id"], set_={"at": later_of(TickMark.at, stmt.excluded.at)}
@@ -104,7 +104,7 @@ def _move_marks(session: Session, rules: list[str], at: dt.datetime) -> None:
     )
 
 
-def _firing_rows(messages: list[Message], now: dt.datetime) -> Iterator[dict[str, Any]]:
+def _firing_rows(messages: list[Message]) -> Iterator[dict[str, Any]]:
     """A "fired" ledger row per hit of the messages, once (a hit is in every message of its
     recipients), generated as the claim consumes them."""
     seen: set[int] = set()
@@ -112,7 +112,7 @@ def _firing_rows(messages: list[Message], now: dt.datetime) -> Iterator[dict[str
         for hit in msg.hits:
             if id(hit) not in seen:
                 seen.add(id(hit))
-                yield _row(hit, hit.period_key, hit.step, FiringOutcome.FIRED, now)
+                yield _row(hit, hit.period_key, hit.step, FiringOutcome.FIRED)
 
 
 def _keep_won(messages: list[Message], lost: set[Key]) -> list[Message]:
@@ -129,9 +129,8 @@ def _keep_won(messages: list[Message], lost: set[Key]) -> list[Message]:
     return mine
 
 
-def _row(
-    hit: Hit, period: str, step: str | None, outcome: FiringOutcome, now: dt.datetime
-) -> dict[str, Any]:
+def _row(hit: Hit, period: str, step: str | None, outcome: FiringOutcome) -> dict[str, Any]:
+    """A ledger row's own columns; :func:`_insert_firings` adds the time, one for all."""
     return {
         "rule_id": hit.rule,
         "subject_type": hit.subject_type,
@@ -139,7 +138,6 @@ def _row(
         "period_key": period,
         "step": step,
         "outcome": outcome,
-        "fired_at": now,
     }
 
 
@@ -168,11 +166,7 @@ def _insert_firings(
             result = session.execute(each.returning(*back) if back else each, batch)
             found += result.all() if back else []
         return found
-    columns = (
-        func.unnest(*(bindparam(c, type_=postgresql.ARRAY(t)) for c, t in _ARRAYS.items()))
-        .table_valued(*_ARRAYS)
-        .render_derived(name="new")
-    )
+    columns = _unnest("new", _ARRAYS)
     source = select(*columns.c, literal(now, Firing.fired_at.type))
     stmt = (
         postgresql.insert(typing_cast(Table, Firing.__table__))  # Core: ORM inserts take no SELECT
@@ -185,6 +179,13 @@ def _insert_firings(
         result = session.execute(stmt.returning(*back) if back else stmt, arrays)
         found += result.all() if back else []
     return found
+
+
+def _unnest(name: str, columns: dict[str, type[TypeEngine[Any]]]) -> TableValuedAlias:
+    """PostgreSQL rows from one array per column (a bound parameter named after each):
+    ``unnest(:a, :b) AS name(a, b)``, so thousands of rows are one statement's few values."""
+    arrays = (bindparam(c, type_=postgresql.ARRAY(t)) for c, t in columns.items())
+    return func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
 
 
 @dataclass
@@ -216,7 +217,7 @@ def _record_superseded(session: Session, hits: list[Hit], now: dt.datetime) -> N
     """Ledger rows for skipped lower steps (a first tick over a large backlog can skip
     hundreds of thousands), written PG_BATCH or BATCH at a time."""
     rows = (
-        _row(hit, k, k.split("|", 1)[-1], FiringOutcome.SUPERSEDED, now)
+        _row(hit, k, k.split("|", 1)[-1], FiringOutcome.SUPERSEDED)
         for hit in hits
         for k in hit.superseded
     )
@@ -231,8 +232,7 @@ def _new_gaps(
     events = []
     for gap in gaps:
         rows = [
-            _row(h, f"{h.period_key}#gap:{gap.role}", h.step, FiringOutcome.GAP, now)
-            for h in gap.hits
+            _row(h, f"{h.period_key}#gap:{gap.role}", h.step, FiringOutcome.GAP) for h in gap.hits
         ]
         # Once per key (a hit can miss the same role in two notify steps), and claimed as a
         # whole: a repeat in a later batch would read as reported before.
@@ -288,21 +288,14 @@ def _link(session: Session, told: dict[int, int]) -> None:
     PG_BATCH rows a statement (joined to two arrays), elsewhere one UPDATE per message and
     BATCH rows."""
     if session.get_bind().dialect.name == "postgresql":
-        pairs = (
-            func.unnest(
-                bindparam("ids", type_=postgresql.ARRAY(Integer)),
-                bindparam("notes", type_=postgresql.ARRAY(Integer)),
-            )
-            .table_valued("id", "note")
-            .render_derived(name="told")
-        )
+        pairs = _unnest("told", {"firing": Integer, "note": Integer})
         stmt = (
             update(typing_cast(Table, Firing.__table__))
-            .where(Firing.id == pairs.c.id)
+            .where(Firing.id == pairs.c.firing)
             .values(notification_id=pairs.c.note)
         )
         for batch in chunked(told.items(), PG_BATCH):
-            session.execute(stmt, {"ids": [i for i, _ in batch], "notes": [n for _, n in batch]})
+            session.execute(stmt, {"firing": [i for i, _ in batch], "note": [n for _, n in batch]})
         return
     by_message: dict[int, list[int]] = defaultdict(list)
     for firing_id, notification_id in told.items():
@@ -355,7 +348,7 @@ def parts(result: TickResult, size: int = REVIEW_PART) -> list[TickResult]:
 
 
 def commit_rest(
-    store: Store,
+    store: db.Store,
     todo: list[TickResult],
     ctx: Context,
     *,

@@ -95,8 +95,8 @@ def unfired(rule_id: str, period: ColumnElement[str] | str) -> ColumnElement[boo
     )
 
 
-# Due dates per ladder query: each carries its reached step as three bound values, well inside
-# both databases' bind-parameter limits, and a store's open actions rarely span more days.
+# Due dates per ladder query: each carries its reached step's period key as two bound values,
+# well inside both databases' bind-parameter limits; a store's open actions rarely span more.
 WINDOW = 1000
 
 
