@@ -30,9 +30,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+from typing import cast as typing_cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from dhr_workflow import audit, messages
@@ -427,35 +428,49 @@ class Outgoing:
     attachment: Attachment | None = None
 
 
-def enqueue(session: Session, outgoing: list[Outgoing], *, now: dt.datetime) -> list[Notification]:
+class Queued(NamedTuple):
+    """A message put in the outbox: its row and Message-ID."""
+
+    id: int
+    message_id: str
+
+
+def enqueue(session: Session, outgoing: list[Outgoing], *, now: dt.datetime) -> list[Queued]:
     """Put rendered messages in the outbox: pending, due ``now``, each with its own
     Message-ID. The one place a message enters the outbox (the engine's reminders, the
-    notices below), a tick's chunk in one flush (the rows go in a few multi-row INSERTs, not
-    one round trip each); the caller audits them."""
-    notes = [
-        Notification(
-            rule_id=o.rule_id,
-            template=o.template,
-            to_addrs=o.to,
-            cc_addrs=o.cc,
-            subject=o.rendered.subject,
-            text_body=o.rendered.text,
-            html_body=o.rendered.html,
-            calendar=o.calendar,
-            message_id=f"<{uuid.uuid4().hex}@dhr-workflow>",
-            reply_to=o.reply_to,
-            attachment_name=o.attachment.filename if o.attachment else None,
-            attachment=o.attachment.content if o.attachment else None,
-            state=NotificationState.PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        for o in outgoing
+    notices below), a tick's chunk in a few multi-row INSERTs (rows, not ORM objects: a
+    tick's bodies run to megabytes); the caller audits them."""
+    if not outgoing:
+        return []
+    message_ids = [f"<{uuid.uuid4().hex}@dhr-workflow>" for _ in outgoing]
+    rows = [
+        {
+            "rule_id": o.rule_id,
+            "template": o.template,
+            "to_addrs": o.to,
+            "cc_addrs": o.cc,
+            "subject": o.rendered.subject,
+            "text_body": o.rendered.text,
+            "html_body": o.rendered.html,
+            "calendar": o.calendar,
+            "message_id": message_id,
+            "reply_to": o.reply_to,
+            "attachment_name": o.attachment.filename if o.attachment else None,
+            "attachment": o.attachment.content if o.attachment else None,
+            "state": NotificationState.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for o, message_id in zip(outgoing, message_ids, strict=True)
     ]
-    session.add_all(notes)
-    session.flush()
-    return notes
+    # The table's INSERT, not the ORM's: the ORM leaves out a row's None values and starts a
+    # new statement whenever they change (a calendar part or none), one every row or two. The
+    # ids are matched back by Message-ID, unique and ours, so their order does not matter.
+    table = typing_cast(Table, Notification.__table__)
+    stmt = insert(table).returning(table.c.message_id, table.c.id)
+    ids: dict[str, int] = dict(session.execute(stmt, rows).all())
+    return [Queued(ids[m], m) for m in message_ids]
 
 
 def render_and_enqueue(
@@ -470,7 +485,7 @@ def render_and_enqueue(
     rule_id: str,
     reply_to: str | None = None,
     data: dict[str, Any] | None = None,
-) -> Notification:
+) -> Queued:
     """Render one message with the email templates and put it in the outbox, due now, with
     its own Message-ID; audited as ``notification.enqueue`` (``data`` adds what it is about)."""
     rendered = templates.render(template, context)
@@ -496,7 +511,7 @@ def tell_coordinator(
     partnership: str | None = None,
     web: str | None = None,
     tried: str | None = None,
-) -> Notification | None:
+) -> Queued | None:
     """One delivery_failure notice to the partnership's coordinators (never about a notice);
     ``tried`` says how long it was tried ("24 times over 6 hours"; default from attempts)."""
     if note.template == FAILURE_TEMPLATE:

@@ -38,8 +38,11 @@ class Directory:
         self._agency: dict[tuple[str, int], list[str]] = defaultdict(list)
         self._review: dict[tuple[str, int], list[str]] = defaultdict(list)
         self._partnership: dict[str, list[str]] = defaultdict(list)
-        # Deactivated contacts are kept for the audit log's sake but receive nothing.
-        for c in session.scalars(select(Contact).where(Contact.active).order_by(Contact.id)):
+        # Deactivated contacts are kept for the audit log's sake but receive nothing. Plain
+        # rows: a tick builds a directory for each transaction it commits in.
+        columns = (Contact.id, Contact.email, Contact.name, Contact.role, Contact.agency_id,
+                   Contact.review_id)  # fmt: skip
+        for c in session.execute(select(*columns).where(Contact.active).order_by(Contact.id)):
             self._by_id[c.id] = c.email
             self._names.setdefault(c.email.lower(), c.name)
             if c.agency_id is not None:

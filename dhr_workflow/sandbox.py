@@ -72,6 +72,12 @@ def budget() -> Iterator[None]:
         _BUDGET.reset(token)
 
 
+# The clock is read every CLOCK_EVERY steps, not at each: a step is a loop item, a call or a
+# filter, each bounded in size, so a few dozen take microseconds (and the clock is half the
+# cost of a step).
+CLOCK_EVERY = 32
+
+
 def step() -> None:
     budget_ = _BUDGET.get()
     if budget_ is None:  # compiling: Jinja2 folds constant expressions
@@ -79,7 +85,7 @@ def step() -> None:
     budget_.steps -= 1
     if budget_.steps < 0:
         raise TooBig(f"it loops or calls more than {STEPS} times (the limit for one message)")
-    if time.monotonic() > budget_.deadline:
+    if budget_.steps % CLOCK_EVERY == 0 and time.monotonic() > budget_.deadline:
         raise TooBig(f"it takes more than {SECONDS:g} s to render (the limit for one message)")
 
 
@@ -118,6 +124,9 @@ def _refuse_size(size: int, what: str = "a text or list") -> None:
 
 def _sized(value: Any) -> Any:
     """A result, checked; an iterator is weighed as it is consumed."""
+    if isinstance(value, str):  # nearly always
+        _refuse_size(len(value))
+        return value
     if isinstance(value, bool | Undefined):
         return value
     if isinstance(value, int):
@@ -155,12 +164,13 @@ def bounded_range(*args: int) -> range:
 
 def collect(chunks: Iterable[str]) -> str:
     """A template's output, refused once it passes SIZE characters (not after)."""
-    parts, size = [], 0
+    parts: list[str] = []
+    keep, size = parts.append, 0  # a message is thousands of chunks: the loop is kept bare
     for chunk in chunks:
         size += len(chunk)
         if size > SIZE:
             raise TooBig(f"it writes more than {SIZE} characters (the limit)")
-        parts.append(chunk)
+        keep(chunk)
     return "".join(parts)
 
 
@@ -250,29 +260,55 @@ _TEXT_FILTERS = frozenset({
 
 
 def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` as a step, its result size-checked, and checked before it runs where its
+    arguments tell how large the result will be. The wrapper is chosen once per filter: a
+    message calls filters thousands of times."""
     signature = inspect.signature(func)
     first = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0  # after the context
     estimate = _FILTERS.get(name)
 
-    @functools.wraps(func)  # keeps Jinja2's pass_context/pass_eval_ctx marks
-    def guarded(*args: Any, **kwargs: Any) -> Any:
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        given = {k: v for k, v in bound.arguments.items() if k not in ("eval_ctx", "environment")}
+        return bound, given
+
+    def plain(*args: Any, **kwargs: Any) -> Any:
         step()
-        if name in _TEXT_FILTERS and len(args) > first:
+        return _sized(func(*args, **kwargs))
+
+    def text(*args: Any, **kwargs: Any) -> Any:
+        step()
+        if len(args) > first:
             _refuse_size(weight(args[first]))
-        elif estimate is not None or name == "join":
-            bound = signature.bind(*args, **kwargs)
-            given = {
-                k: v for k, v in bound.arguments.items() if k not in ("eval_ctx", "environment")
-            }
-            if estimate is not None:
-                _refuse_size(estimate(given))
-            else:  # join: items weighed as they are joined, separators included
-                sep = len(str(given.get("d", "")))
-                bound.arguments["value"] = _weighed(given["value"], sep)
+        return _sized(func(*args, **kwargs))
+
+    def estimated(*args: Any, **kwargs: Any) -> Any:
+        step()
+        bound, given = bind(args, kwargs)
+        _refuse_size(estimate(given))  # type: ignore[misc]
+        return _sized(func(*bound.args, **bound.kwargs))
+
+    def join(*args: Any, **kwargs: Any) -> Any:
+        # the items weighed as they are joined, separators included
+        step()
+        if len(args) > first:  # the value, as a filter always passes it
+            sep = args[first + 1] if len(args) > first + 1 else kwargs.get("d", "")
+            args = (*args[:first], _weighed(args[first], len(str(sep))), *args[first + 1 :])
+        else:
+            bound, given = bind(args, kwargs)
+            bound.arguments["value"] = _weighed(given["value"], len(str(given.get("d", ""))))
             args, kwargs = bound.args, bound.kwargs
         return _sized(func(*args, **kwargs))
 
-    return guarded
+    if name == "join":
+        guarded = join
+    elif estimate is not None:
+        guarded = estimated
+    elif name in _TEXT_FILTERS:
+        guarded = text
+    else:
+        guarded = plain
+    return functools.wraps(func)(guarded)  # keeps Jinja2's pass_context/pass_eval_ctx marks
 
 
 def _guard_method(method: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -320,8 +356,15 @@ class _CodeGenerator(CodeGenerator):
 
 
 def _printable(value: Any) -> Any:
+    if type(value) is str:  # nearly always: the check weight() would make, without the call
+        if len(value) > SIZE:
+            _refuse_size(len(value), "a value to write out")
+        return value
     _refuse_size(weight(value), "a value to write out")
     return value
+
+
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
@@ -339,6 +382,14 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             name: _guard_filter(name, f) for name, f in {**self.filters, **filters}.items()
         }
         self.filters[LOOP_FILTER] = bounded
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # ``action.text`` on the plain dicts every message is rendered from: Jinja2 tries the
+        # attribute first and reaches the item through an AttributeError, a third of a
+        # render's time. The item is what it would return (dict's own attributes excepted).
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
 
     @staticmethod
     def text_parts(parts: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -10,6 +10,7 @@ Monday.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class Rendered:
     html: str
 
 
+@functools.lru_cache(maxsize=4096)  # a digest shows the same few dates again and again
 def longdate(value: dt.date | None) -> str:
     return f"{value.day} {value:%B %Y}" if value else "no date"
 
