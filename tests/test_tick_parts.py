@@ -134,3 +134,17 @@ def test_a_crash_between_parts_loses_nothing_and_repeats_nothing(
     assert len(after) == len(set(after))  # nobody told twice
     assert len([n for n in after if n[0] == "partnership_report"]) == 14
     assert set(committed) <= set(after)
+
+
+def test_a_few_reviews_reports_go_with_the_first_part(
+    store: db.Store, rules: Any, world: Callable[..., dict[str, int]]
+) -> None:
+    _world(store, world)
+    ruleset, templates = rules
+    ctx = engine.Context(AT, LONDON, "england", templates)
+    with store.reading() as s:
+        result = engine.evaluate(s, ruleset, ctx, render=False)
+    reviews = {h.subject_id for h in result.hits if h.subject_type == "review"}
+    assert len(reviews) == 7
+    assert engine.parts(result, size=7) == [result]  # one transaction, as before parts
+    assert len(engine.parts(result, size=6)) == 3  # the actions; R1-R6; R7

@@ -317,7 +317,11 @@ def parts(result: TickResult, size: int = REVIEW_PART) -> list[TickResult]:
     recipients, so its firings are claimed together), the calendar follow-ups and the gaps;
     each later part holds the reports of ``size`` reviews, one message per review and
     recipient, sharing no firing with anything else. A catch-up over a large store thus
-    commits as it goes: a crash keeps what was committed, and the next tick finds the rest."""
+    commits as it goes: a crash keeps what was committed, and the next tick finds the rest.
+    A tick with reports of ``size`` reviews or fewer (a steady morning's) is one part: a
+    transaction of its own for a handful of reports costs more than they do."""
+    if len({h.subject_id for h in result.hits if _is_report(h)}) <= size:
+        return [result]
     first = replace(
         result,
         messages=[m for m in result.messages if not _is_report(m.hits[0])],
