@@ -414,12 +414,38 @@ def _meaning(done: list[TickFigures]) -> str:
     pg = [f for f in done if f.backend == "postgresql"] or done
     f = max(pg, key=lambda f: f.actions)
     floor, steady, again = median(f.floor), median(f.steady), median(f.again)
+    beyond = (
+        f"{seconds(again - floor)} of the tick is spent beyond the selection before anything "
+        "is written, and"
+        if again > floor
+        else "evaluation is at its floor, and"
+    )
     return (
         f" At {f.actions:,} actions on {f.backend} the steady tick is {ratio(steady, floor)} "
-        f"its floor, and evaluation alone (the dry re-evaluation, nothing to write) is already "
-        f"{ratio(again, floor)}: {seconds(again - floor)} of the tick is spent beyond the "
-        f"selection before anything is written, and {seconds(steady - again)} more on "
+        f"its floor, and evaluation alone (the dry re-evaluation, nothing to write) is "
+        f"{ratio(again, floor)}: {beyond} {seconds(steady - again)} goes on rendering and "
         "writing the morning's firings, messages, invitations and audit events."
+        + _per_message(done)
+    )
+
+
+def _per_message(done: list[TickFigures]) -> str:
+    """The first tick against the steady one per message sent: the first tick's work is the
+    backlog's (every review's report at once, the skipped steps recorded), not a morning's."""
+    said = [
+        f"{f.actions:,} on {f.backend}: {f.first_messages:,} messages, "
+        f"{f.first_messages / median(f.steady_messages):.0f}× a morning's, at "
+        f"{seconds(f.first_s / f.first_messages)} a message against "
+        f"{seconds(median(f.steady) / median(f.steady_messages))}"
+        for f in done
+        if f.first_messages and median(f.steady_messages)
+    ]
+    if not said:
+        return ""
+    return (
+        " The first tick sends many more messages than a morning (each review's report at "
+        "once, every overdue action's escalation) and records the skipped steps. Per message "
+        "sent, the first tick against a steady morning: " + "; ".join(said) + "."
     )
 
 
