@@ -62,6 +62,7 @@ def create(
 ) -> Created:
     """A new token for a scope; the secret is returned once and never stored."""
     scope_value = _checked_scope(session, kind, value)
+    label = _one_line(label) or None
     secret = secrets.token_urlsafe(24)  # 192 bits
     token = FeedToken(
         token_hash=_digest(secret),
@@ -233,6 +234,11 @@ _ALARM = (
 )
 
 
+def _one_line(text: str | None) -> str:
+    """Runs of whitespace, line breaks included, as one space; no space at either end."""
+    return " ".join((text or "").split())
+
+
 def _head(token: FeedToken, name: str) -> bytes:
     """The calendar's own properties, through icalendar (once per render, not per event),
     without its closing line: the events go before it."""
@@ -240,7 +246,10 @@ def _head(token: FeedToken, name: str) -> bytes:
     cal.add("prodid", calendar.PRODID)
     cal.add("version", "2.0")
     cal.add("method", "PUBLISH")
-    cal.add("x-wr-calname", f"{name} ({token.label or token.scope_value or 'all'})")
+    # One line: icalendar refuses a raw line break in a property it does not know, and older
+    # versions stored labels as typed.
+    title = f"{name} ({token.label or token.scope_value or 'all'})"
+    cal.add("x-wr-calname", _one_line(title))
     # icalendar 7.3's refresh_interval omits VALUE=DURATION, which RFC 7986 requires.
     cal.add("refresh-interval", vDuration(REFRESH), parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", vDuration(REFRESH))

@@ -168,6 +168,25 @@ def test_secrets_are_stored_hashed(store: db.Store) -> None:
     assert stored == __import__("hashlib").sha256(secret.encode()).hexdigest()
 
 
+def test_a_label_with_line_breaks_names_the_calendar_on_one_line(
+    store: db.Store, client: Any
+) -> None:
+    """A label pasted with line breaks is kept on one line; one stored so by an older version
+    still renders (it made every request of that feed fail)."""
+    _plan(store)
+    with store.transaction() as s:
+        made = feeds.create(s, "all", None, " Police\nNorth\r\n  team ", now=NOW, actor=ACTOR)
+        old = feeds.create(s, "all", None, "kept", now=NOW, actor=ACTOR)
+        assert made.token.label == "Police North team"
+        s.get(FeedToken, old.token.id).label = "Older\nlabel"  # type: ignore[union-attr]
+    http = client()
+    for secret, title in [(made.secret, "Police North team"), (old.secret, "Older label")]:
+        r = http.get(f"/feeds/{secret}.ics")
+        assert r.status_code == 200, r.text
+        cal = icalendar.Calendar.from_ical(r.content)
+        assert str(cal["X-WR-CALNAME"]) == f"DHR actions ({title})"
+
+
 def test_scopes(store: db.Store, client: Any) -> None:
     ids = _plan(store)
     http = client()
