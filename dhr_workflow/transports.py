@@ -193,7 +193,10 @@ def _unsupported(exc: aiosmtplib.SMTPNotSupported, recipients: list[str]) -> str
 
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__
+    if text:
+        return text[0]
+    # asyncio's timeouts carry no text: "TimeoutError" would read as a program fault.
+    return "timed out" if isinstance(exc, TimeoutError) else exc.__class__.__name__
 
 
 def make_transport(settings: Settings) -> Transport:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email
+import email.message
 import itertools
 import shutil
 import signal
@@ -31,7 +32,7 @@ from dhr_workflow import actions, audit, contacts, db, engine, feeds, messages, 
 from dhr_workflow.config import Settings
 from dhr_workflow.durations import parse_cron
 from dhr_workflow.models import Action, AuditEvent, Firing, Notification
-from dhr_workflow.transports import SmtpTransport
+from dhr_workflow.transports import DeliveryError, SmtpTransport
 from tests.conftest import ACTOR, NOW, CliFn
 from tests.smtp_server import Handler, SmtpServer, free_port
 from tests.test_daemon import Daemon, due_soon, environment, seed, wait_for
@@ -132,6 +133,45 @@ def test_slow_server_times_out_and_the_sender_moves_on(store: db.Store, tmp_path
     delivered = Counter(email.message_from_bytes(m.data)["Message-ID"] for m in handler.received)
     assert set(delivered) == {r.message_id for r in rows}
     assert set(delivered.values()) == {1}
+
+
+def test_a_connection_slower_than_the_timeout_says_timed_out() -> None:
+    """Each step of the SMTP greeting within the timeout but the whole not: asyncio's bound on
+    the whole fires, with no words of its own. The error says "timed out", not the name of an
+    exception class that would read as a fault in the program."""
+
+    async def scenario() -> str:
+        sessions: list[asyncio.Task[None]] = []
+
+        async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            sessions.append(task)
+            try:
+                await asyncio.sleep(0.6)
+                writer.write(b"220 slow.test ESMTP\r\n")
+                await reader.readline()  # EHLO
+                await asyncio.sleep(0.6)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(slow, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        # A login makes the client say EHLO inside connect(): two steps, each 0.6 s.
+        settings = smtp_settings(port, smtp_timeout=1.0, smtp_username="u", smtp_password="p")
+        transport = SmtpTransport(settings)
+        try:
+            await transport.send(email.message.EmailMessage(), ["lead@agency.example.org"])
+        except DeliveryError as exc:
+            return f"{exc}|{port}"
+        finally:
+            server.close()
+            await asyncio.gather(*sessions, return_exceptions=True)
+            await server.wait_closed()
+        return "sent"
+
+    said, port = asyncio.run(scenario()).split("|")
+    assert said == f"cannot connect to 127.0.0.1:{port}: timed out"
 
 
 def test_server_slow_to_accept_data_repeats_at_most_once(store: db.Store, tmp_path: Path) -> None:

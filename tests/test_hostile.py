@@ -163,7 +163,7 @@ def test_slow_clients_cannot_starve_the_daemon(tmp_path: Path, daemons: list[Dae
     connection cap and the read timeout, /healthz hung, the sender failed with "unable to
     open database file" and asyncio logged "Too many open files" hundreds of thousands of
     times."""
-    files, clients = 1024, 1100
+    files, clients, read_timeout = 1024, 1100, 4
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < clients + 500:  # the test's own sockets
         if hard != resource.RLIM_INFINITY and hard < clients + 500:
@@ -173,19 +173,20 @@ def test_slow_clients_cannot_starve_the_daemon(tmp_path: Path, daemons: list[Dae
     seed(url, tmp_path, overdue=0, undated=0)
     handler = Handler()
     with SmtpServer(handler) as smtp:
-        env = environment(url, smtp.port, DHR_HTTP_READ_TIMEOUT="4")
+        env = environment(url, smtp.port, DHR_HTTP_READ_TIMEOUT=str(read_timeout))
         limited = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))  # noqa: E731
         daemon = Daemon(env, tmp_path, preexec=limited)
         daemons.append(daemon)
         daemon.wait_healthy(60)
         started = time.monotonic()
         socks, stop = _slow_clients(daemon.port, clients)
+        connected_in = time.monotonic() - started
         try:
             _enqueue(url, 5)  # work for the sender while the port is flooded
             during = [_probe(daemon) for _ in range(5)]
             wait_for(lambda: len(handler.received) >= 5, 20, "the sender to deliver")
             delivered_after = time.monotonic() - started
-            time.sleep(max(0.0, 6 - (time.monotonic() - started)))  # past the read timeout
+            time.sleep(max(0.0, read_timeout + 2 - (time.monotonic() - started)))  # past it
             answers = Counter(_answer(sock)[:12] for sock in socks)
             after = daemon.wait_healthy(15)
         finally:
@@ -198,13 +199,19 @@ def test_slow_clients_cannot_starve_the_daemon(tmp_path: Path, daemons: list[Dae
     assert after["database"] == "ok" and after["job_errors"] == {}
     # Every slow connection was answered 503 at once or closed after the read timeout.
     assert set(answers) <= {b"HTTP/1.1 503", b""}, answers
-    assert answers[b""] <= 200 + 64  # held: at most the cap (and the refused lingering)
+    # Held: at most the cap at a time (and the refused lingering). Connecting 1,100 clients
+    # normally takes well under the read timeout; on a loaded machine it can take longer, and
+    # the slots that timed-out connections free are then taken by later clients, again at
+    # most the cap: a cap for each read timeout the connecting spanned.
+    spans = 1 + int(connected_in // read_timeout)
+    assert answers[b""] <= spans * 200 + 64, (answers, f"connected in {connected_in:.1f} s")
     assert log.count("Too many open files") == 0, log[:2000]
     assert "unable to open database file" not in log
     assert len(log.splitlines()) < 40, log[:4000]
     print(
         f"\n{clients} slow clients at {files} files: /healthz during {during}, "
-        f"5 messages delivered after {delivered_after:.1f} s, answers {dict(answers)}, "
+        f"connected in {connected_in:.1f} s, 5 messages delivered after "
+        f"{delivered_after:.1f} s, answers {dict(answers)}, "
         f"{len(log.splitlines())} log lines"
     )
 
