@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from dhr_workflow import actions, calendar, db, feeds, reviews
 from dhr_workflow.config import Settings
 from dhr_workflow.models import FeedToken
-from dhr_workflow.web import Health, Metrics, create_app
+from dhr_workflow.web import Health, Metrics, create_app, ops
 from dhr_workflow.web import feeds as feed_routes
 from tests.conftest import ACTOR, NOW
 from tests.test_delivery import Clock
@@ -214,6 +214,26 @@ def test_health_and_metrics(store: db.Store) -> None:
         Metrics(),
     )
     assert TestClient(app).get("/healthz").status_code == 503
+
+
+def test_health_answer_agrees_with_its_body(
+    store: db.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler starting while /healthz checks the database: the answer is the state it
+    reports, not 200 with "scheduler_running": false (seen in the daemon test on a slow run)."""
+    health = Health(scheduler_running=False)  # type: ignore[call-arg]
+    checked = ops._database_state
+
+    def scheduler_starts_meanwhile(*args: Any) -> str:
+        health.scheduler_running = True
+        return checked(*args)
+
+    monkeypatch.setattr(ops, "_database_state", scheduler_starts_meanwhile)
+    http = TestClient(create_app(store, Settings(_env_file=None), health, Metrics()))  # type: ignore[call-arg]
+    starting = http.get("/healthz")
+    assert (starting.status_code, starting.json()["scheduler_running"]) == (503, False)
+    started = http.get("/healthz")
+    assert (started.status_code, started.json()["scheduler_running"]) == (200, True)
 
 
 def test_feeds_commands(cli: Any) -> None:

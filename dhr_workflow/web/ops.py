@@ -94,14 +94,17 @@ def _database_state(store: Store, body: dict[str, Any]) -> str:
 
 def routes(store: Store, health: Health, metrics: Metrics) -> list[Route]:
     async def healthz(request: Request) -> Response:
+        # Read once: the scheduler can start while the database is checked, and the answer's
+        # status must agree with the body it sends.
+        running = health.scheduler_running
         body: dict[str, Any] = {
-            "scheduler_running": health.scheduler_running,
+            "scheduler_running": running,
             "last_tick": health.last_tick,
             "job_errors": health.job_errors,
             "rules_loaded_at": health.rules_loaded_at,
         }
         body["database"] = await asyncio.to_thread(_database_state, store, body)
-        healthy = body["database"] == "ok" and health.scheduler_running
+        healthy = body["database"] == "ok" and running
         body["status"] = "ok" if healthy else "unhealthy"
         return JSONResponse(body, status_code=200 if healthy else 503)
 
