@@ -36,6 +36,7 @@ from dhr_workflow.models import (
     Recommendation,
     Review,
 )
+from dhr_workflow.text import one_line
 
 Scope = Literal["all", "review", "agency", "owner"]
 REFRESH = dt.timedelta(hours=3)  # Outlook polls about every 3 hours; Google every 8-24
@@ -62,7 +63,7 @@ def create(
 ) -> Created:
     """A new token for a scope; the secret is returned once and never stored."""
     scope_value = _checked_scope(session, kind, value)
-    label = _one_line(label) or None
+    label = one_line(label) or None
     secret = secrets.token_urlsafe(24)  # 192 bits
     token = FeedToken(
         token_hash=_digest(secret),
@@ -234,11 +235,6 @@ _ALARM = (
 )
 
 
-def _one_line(text: str | None) -> str:
-    """Runs of whitespace, line breaks included, as one space; no space at either end."""
-    return " ".join((text or "").split())
-
-
 def _head(token: FeedToken, name: str) -> bytes:
     """The calendar's own properties, through icalendar (once per render, not per event),
     without its closing line: the events go before it."""
@@ -249,7 +245,7 @@ def _head(token: FeedToken, name: str) -> bytes:
     # One line: icalendar refuses a raw line break in a property it does not know, and older
     # versions stored labels as typed.
     title = f"{name} ({token.label or token.scope_value or 'all'})"
-    cal.add("x-wr-calname", _one_line(title))
+    cal.add("x-wr-calname", one_line(title))
     # icalendar 7.3's refresh_interval omits VALUE=DURATION, which RFC 7986 requires.
     cal.add("refresh-interval", vDuration(REFRESH), parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", vDuration(REFRESH))

@@ -140,7 +140,7 @@ def test_a_connection_slower_than_the_timeout_says_timed_out() -> None:
     the whole fires, with no words of its own. The error says "timed out", not the name of an
     exception class that would read as a fault in the program."""
 
-    async def scenario() -> str:
+    async def scenario() -> tuple[str, int]:
         sessions: list[asyncio.Task[None]] = []
 
         async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -163,14 +163,14 @@ def test_a_connection_slower_than_the_timeout_says_timed_out() -> None:
         try:
             await transport.send(email.message.EmailMessage(), ["lead@agency.example.org"])
         except DeliveryError as exc:
-            return f"{exc}|{port}"
+            return str(exc), port
         finally:
             server.close()
             await asyncio.gather(*sessions, return_exceptions=True)
             await server.wait_closed()
-        return "sent"
+        return "sent", port
 
-    said, port = asyncio.run(scenario()).split("|")
+    said, port = asyncio.run(scenario())
     assert said == f"cannot connect to 127.0.0.1:{port}: timed out"
 
 

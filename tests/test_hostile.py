@@ -164,6 +164,7 @@ def test_slow_clients_cannot_starve_the_daemon(tmp_path: Path, daemons: list[Dae
     open database file" and asyncio logged "Too many open files" hundreds of thousands of
     times."""
     files, clients, read_timeout = 1024, 1100, 4
+    cap = 200  # DHR_HTTP_MAX_CONNECTIONS's default
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < clients + 500:  # the test's own sockets
         if hard != resource.RLIM_INFINITY and hard < clients + 500:
@@ -200,11 +201,11 @@ def test_slow_clients_cannot_starve_the_daemon(tmp_path: Path, daemons: list[Dae
     # Every slow connection was answered 503 at once or closed after the read timeout.
     assert set(answers) <= {b"HTTP/1.1 503", b""}, answers
     # Held: at most the cap at a time (and the refused lingering). Connecting 1,100 clients
-    # normally takes well under the read timeout; on a loaded machine it can take longer, and
-    # the slots that timed-out connections free are then taken by later clients, again at
-    # most the cap: a cap for each read timeout the connecting spanned.
+    # takes 2-4 s here (SYNs beyond the full listen queue are retried after a second); past
+    # the read timeout, the slots that timed-out connections free are taken by later clients,
+    # again at most the cap: a cap for each read timeout the connecting spanned.
     spans = 1 + int(connected_in // read_timeout)
-    assert answers[b""] <= spans * 200 + 64, (answers, f"connected in {connected_in:.1f} s")
+    assert answers[b""] <= spans * cap + 64, (answers, f"connected in {connected_in:.1f} s")
     assert log.count("Too many open files") == 0, log[:2000]
     assert "unable to open database file" not in log
     assert len(log.splitlines()) < 40, log[:4000]

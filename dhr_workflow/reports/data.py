@@ -52,6 +52,7 @@ from dhr_workflow.models import (
 from dhr_workflow.overview import _visible as visible
 from dhr_workflow.signin import Scope
 from dhr_workflow.targets import add_months
+from dhr_workflow.text import one_line
 
 GREEN, AMBER, RED, GREY = "green", "amber", "red", "grey"
 RAGS = (RED, AMBER, GREEN, GREY)  # worst first
@@ -493,8 +494,8 @@ def _rows(session: Session, review: Review, req: Request, chases: dict[int, Chas
     for (aid, ref, text, rec_id, rec_ref, rec_text, section, agency, owner, owner_name, target,
          due, status, completed, outcome, reasons, created) in session.execute(stmt):  # fmt: skip
         row = Row(
-            aid, review.ref, review.title, rec_id, rec_ref or "", _flat(rec_text),
-            section or "overview", ref or "", _flat(text), agency, owner or owner_name, target,
+            aid, review.ref, review.title, rec_id, rec_ref or "", one_line(rec_text),
+            section or "overview", ref or "", one_line(text), agency, owner or owner_name, target,
             due, status, completed, outcome, list(reasons or []),
             created.astimezone(req.tz).date(),
         )  # fmt: skip
@@ -505,10 +506,6 @@ def _rows(session: Session, review: Review, req: Request, chases: dict[int, Chas
         row.chase = chases.get(aid) or Chase()
         out.append(row)
     return out
-
-
-def _flat(text: str | None) -> str:
-    return " ".join((text or "").split())
 
 
 def gather(
