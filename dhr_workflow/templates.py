@@ -86,6 +86,10 @@ class Templates:
             trim_blocks=autoescape,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            # Loaded once per rule set: an edited template takes effect when the rules are
+            # reloaded (SIGHUP, checked first), never half-way through a tick unchecked; and
+            # a tick's thousands of renders skip a stat() of their files each.
+            auto_reload=False,
         )
 
     def names(self) -> set[str]:

@@ -466,3 +466,37 @@ def test_a_reload_that_raises_anything_is_refused_logged_and_audited(
     said = f"{error.__class__.__name__}: {error!s}"
     assert f"reload refused, keeping the current rules: {said}" in caplog.text
     assert refused == [{"error": said}]
+
+
+def test_an_edited_template_takes_effect_at_reload_once_checked(tmp_path: Path) -> None:
+    """Templates are loaded with the rule set: an edit on disk changes nothing until SIGHUP's
+    reload has checked it (so a half-saved or broken template never reaches a tick), and a
+    broken edit is refused there, the last good wording kept."""
+    import shutil
+
+    from dhr_workflow.config import Settings
+    from dhr_workflow.daemon import Daemon as RealDaemon
+    from dhr_workflow.templates import sample_context
+
+    templates = tmp_path / "templates"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "templates" / "email", templates)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    seed(url, tmp_path, overdue=0, undated=0)
+    daemon = RealDaemon(Settings(_env_file=None, database_url=url, templates_dir=templates))  # type: ignore[call-arg]
+
+    def subject() -> str:
+        return str(daemon.templates.render("overdue", sample_context("action")).subject)
+
+    try:
+        before = subject()
+        (templates / "overdue.subject.txt").write_text("Edited: {{ total }} overdue\n")
+        assert subject() == before  # on disk only
+        daemon.reload()
+        assert subject() == "Edited: 1 overdue"
+        (templates / "overdue.subject.txt").write_text("{% if %}\n")
+        daemon.reload()
+        assert subject() == "Edited: 1 overdue"
+        assert _events(daemon, "rules.reload_refused")
+    finally:
+        daemon.store.dispose()
+        daemon.web_store.dispose()
