@@ -183,3 +183,17 @@ def test_concurrent_audit_appends_keep_one_chain(db_url: str) -> None:
     store.dispose()
     assert result.ok, result.problem
     assert result.count == writers * per_writer
+
+
+def test_postgresql_sessions_run_without_jit_and_keep_the_urls_options(pg_server_url: str) -> None:
+    """JIT compiling costs the ladder's selection 45-60 ms for nothing (its estimate is far
+    above its work); turning it off must not drop startup options the URL gives."""
+    given = f"{pg_server_url}?options=-c%20statement_timeout%3D12345"
+    for url, timeout in ((pg_server_url, "0"), (given, "12345ms")):
+        store = db.Store(url)
+        try:
+            with store.reading() as s:
+                assert s.execute(text("SHOW jit")).scalar() == "off"
+                assert s.execute(text("SHOW statement_timeout")).scalar() == timeout
+        finally:
+            store.dispose()
