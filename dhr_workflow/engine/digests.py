@@ -309,15 +309,22 @@ def review_contexts(
     # The audit log's head in the chair's report: a copy kept outside the database (an anchor).
     found = audit.head(session)
     head = {"seq": found.seq, "hash": found.hash} if found else None
+    # A review's report goes to several people (the chair, the coordinator, the family's
+    # liaison), each a message: they share one summary, read but never changed by rendering.
+    made: dict[tuple[int, dt.date], dict[str, Any]] = {}
     summaries = {}
     for m in messages:
         review = reviews[m.hits[0].subject_id]
-        summary = _summary(review, by_review, m, ctx.today)
         start = since(m, ctx.today)
-        items = [n for n in notes.get(review.id, []) if n["at"].astimezone(ctx.tz).date() >= start]
-        summary["progress_since"], summary["progress_since_count"] = items[:LISTED], len(items)
-        summary["audit_head"] = head
-        summaries[id(m)] = summary
+        if (review.id, start) not in made:
+            summary = _summary(review, by_review, start, ctx.today)
+            items = [
+                n for n in notes.get(review.id, []) if n["at"].astimezone(ctx.tz).date() >= start
+            ]
+            summary["progress_since"], summary["progress_since_count"] = items[:LISTED], len(items)
+            summary["audit_head"] = head
+            made[(review.id, start)] = summary
+        summaries[id(m)] = made[(review.id, start)]
     return summaries
 
 
@@ -357,14 +364,13 @@ def _progress(
 
 
 def _summary(
-    review: Review, by_review: dict[str, list[dict[str, Any]]], msg: Message, today: dt.date
+    review: Review, by_review: dict[str, list[dict[str, Any]]], start: dt.date, today: dt.date
 ) -> dict[str, Any]:
     listed = by_review.get(review.ref, [])
     closed = {s.value for s in CLOSED_STATUSES}
     counts = {s.value: sum(1 for a in listed if a["status"] == s) for s in ActionStatus}
     counts["total"] = len(listed)
     counts["open"] = counts["open"] + counts["in_progress"]
-    start = since(msg, today)
     horizon = add_months(today, 6)
     active = [a for a in listed if a["status"] not in closed]
     groups = {
