@@ -39,11 +39,7 @@ def make_engine(url: str, *, create: bool = False, immediate: bool = True) -> En
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        # libpq's startup options (psycopg and psycopg2 both pass them on), after any the
-        # URL gives (?options=-csearch_path%3Dplans), which connect_args would replace.
-        given = parsed.query.get("options")
-        options = " ".join([*([given] if isinstance(given, str) else given or []), PG_OPTIONS])
-        return create_engine(url, pool_pre_ping=True, connect_args={"options": options})
+        return create_engine(url, pool_pre_ping=True)
     path = _sqlite_file(url)
     if path is not None and create:
         _create_private(path)
@@ -55,13 +51,6 @@ def make_engine(url: str, *, create: bool = False, immediate: bool = True) -> En
     engine = create_engine(url, **extra)
     _configure_sqlite(engine, immediate=immediate)
     return engine
-
-
-# PostgreSQL's JIT compiles a statement whose estimated cost passes jit_above_cost: 45-60 ms
-# of LLVM for the ladder's selection, which runs in 120-700 ms (docs/profiles), and the
-# estimate of a correlated subquery is far above what it does. Nothing here runs long enough
-# to win it back.
-PG_OPTIONS = "-c jit=off"
 
 
 # How long a SQLite writer waits for the write lock before "database is locked". An import

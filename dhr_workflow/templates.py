@@ -86,9 +86,9 @@ class Templates:
             trim_blocks=autoescape,
             lstrip_blocks=True,
             keep_trailing_newline=True,
-            # Loaded once per rule set: an edited template takes effect when the rules are
-            # reloaded (SIGHUP, checked first), never half-way through a tick unchecked; and
-            # a tick's thousands of renders skip a stat() of their files each.
+            # Kept once read: an edited template takes effect when the rules are reloaded
+            # (SIGHUP, checked first), not at the next render unchecked (a file not used yet
+            # is read at first use); and a tick's thousands of renders skip a stat() each.
             auto_reload=False,
         )
 

@@ -185,15 +185,19 @@ def test_concurrent_audit_appends_keep_one_chain(db_url: str) -> None:
     assert result.count == writers * per_writer
 
 
-def test_postgresql_sessions_run_without_jit_and_keep_the_urls_options(pg_server_url: str) -> None:
+def test_the_ladder_selection_turns_jit_off_for_its_transaction_only(pg_server_url: str) -> None:
     """JIT compiling costs the ladder's selection 45-60 ms for nothing (its estimate is far
-    above its work); turning it off must not drop startup options the URL gives."""
-    given = f"{pg_server_url}?options=-c%20statement_timeout%3D12345"
-    for url, timeout in ((pg_server_url, "0"), (given, "12345ms")):
-        store = db.Store(url)
-        try:
-            with store.reading() as s:
-                assert s.execute(text("SHOW jit")).scalar() == "off"
-                assert s.execute(text("SHOW statement_timeout")).scalar() == timeout
-        finally:
-            store.dispose()
+    above its work); the deployer's setting holds everywhere else."""
+    from dhr_workflow.engine.selection import _owed
+
+    store = db.Store(pg_server_url)
+    try:
+        with store.reading() as s:
+            default = s.execute(text("SHOW jit")).scalar()
+        with store.reading() as s:
+            _owed(s, "deadline", [], {dt.date(2024, 1, 1): ("2024-01-01|+1d", 0, ())})
+            assert s.execute(text("SHOW jit")).scalar() == "off"
+        with store.reading() as s:
+            assert s.execute(text("SHOW jit")).scalar() == default
+    finally:
+        store.dispose()
