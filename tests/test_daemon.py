@@ -386,14 +386,14 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
 # --- what the operator reads in the log --------------------------------------------------------
 
 
-def _in_process(tmp_path: Path) -> Any:
+def _in_process(tmp_path: Path, **settings: Any) -> Any:
     """The daemon object on a seeded store, without serving (its jobs called directly)."""
     from dhr_workflow.config import Settings
     from dhr_workflow.daemon import Daemon as RealDaemon
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     seed(url, tmp_path, overdue=0, undated=0)
-    return RealDaemon(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    return RealDaemon(Settings(_env_file=None, database_url=url, **settings))  # type: ignore[call-arg]
 
 
 def _events(daemon: Any, kind: str) -> list[dict[str, Any]]:
@@ -474,15 +474,11 @@ def test_an_edited_template_takes_effect_at_reload_once_checked(tmp_path: Path) 
     broken edit is refused there, the last good wording kept."""
     import shutil
 
-    from dhr_workflow.config import Settings
-    from dhr_workflow.daemon import Daemon as RealDaemon
     from dhr_workflow.templates import sample_context
 
     templates = tmp_path / "templates"
     shutil.copytree(Path(__file__).resolve().parent.parent / "templates" / "email", templates)
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    seed(url, tmp_path, overdue=0, undated=0)
-    daemon = RealDaemon(Settings(_env_file=None, database_url=url, templates_dir=templates))  # type: ignore[call-arg]
+    daemon = _in_process(tmp_path, templates_dir=templates)
 
     def subject() -> str:
         return str(daemon.templates.render("overdue", sample_context("action")).subject)
